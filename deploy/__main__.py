@@ -1,0 +1,155 @@
+"""``python -m deploy {up,down,status,plan} INVENTORY``.
+
+Exit codes:
+  0  done (``status``: every service running and answering)
+  1  the deploy failed on some host (the summary names host, role and why)
+  2  bad input: inventory, arguments, a port in use; nothing was changed
+  3  ``status`` only: the site is not (fully) running
+  130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+# A deploy started from inside a site's service (a Jupyter terminal) must not
+# carry that service's marker, or stopping the service would stop the deploy.
+if "TOPPIPE_SERVICE" in os.environ:
+    env = {k: v for k, v in os.environ.items() if k != "TOPPIPE_SERVICE"}
+    os.execve(sys.executable, [sys.executable, "-m", "deploy", *sys.argv[1:]], env)
+
+from deploy import DeployError, UserError, display  # noqa: E402
+from deploy.inventory import Site, load_site  # noqa: E402
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, like every user error
+        raise UserError(f"{message} (see python -m deploy --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="python -m deploy", description="Provision a toppipe site from its inventory.", epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, text in [
+        ("up", "bring the site to the state its inventory describes"),
+        ("plan", "show what up would change, change nothing"),
+        ("down", "stop everything the site started (keeps data unless --purge)"),
+        ("status", "what runs where, read from the hosts"),
+    ]:
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("inventory", help="inventory folder, e.g. inventories/local")
+        if name == "up":
+            cmd.add_argument("-v", "--verbose", action="store_true", help="also list actions that changed nothing")
+        if name == "down":
+            cmd.add_argument("--purge", action="store_true", help="also delete the site's data, secrets and state")
+    return top
+
+
+def _engine():
+    from deploy.engine import get_engine
+
+    return get_engine("pyinfra")
+
+
+def cmd_up(site: Site, args) -> int:
+    from deploy import lifecycle
+    from deploy.journal import Journal
+
+    started = time.monotonic()
+    display.out(f"up: site {site.name} from {site.inventory.parent}")
+    journal = Journal.start(site, "up", {})
+    printer = display.ProgressPrinter(verbose=args.verbose)
+
+    def progress(result):
+        journal.event(result)
+        printer(result)
+
+    try:
+        result = lifecycle.up(_engine(), site, progress)
+    except DeployError as exc:
+        journal.finish(exc.exit_code, None, str(exc))
+        raise
+    report = result.report
+    display.summary(report, time.monotonic() - started)
+    code = EXIT_OK if report.ok else EXIT_FAILED
+    journal.finish(code, report)
+    if report.ok:
+        _how_to_connect(site, result.connection)
+    return code
+
+
+def _how_to_connect(site: Site, record: dict) -> None:
+    display.out()
+    display.out(f"scheduler  {record['scheduler']} (TLS, site certificates only)")
+    display.out(f"dashboard  {record['dashboard']}")
+    display.out(f"jupyter    {record['jupyter']}  (token in {record['jupyter_token_file']})")
+    display.out("from a notebook:")
+    display.out("    import toppipe")
+    display.out(f'    session = toppipe.connect("{site.name}")')
+    display.out("    session.client.submit(sum, [1, 2]).result()")
+
+
+def cmd_plan(site: Site, args) -> int:
+    from deploy import lifecycle
+
+    display.out(f"plan: site {site.name} from {site.inventory.parent}")
+    display.plan_table(lifecycle.plan(_engine(), site))
+    return EXIT_OK
+
+
+def cmd_down(site: Site, args) -> int:
+    from deploy import lifecycle
+    from deploy.journal import Journal
+
+    started = time.monotonic()
+    display.out(f"down: site {site.name}" + (" (purge: data and secrets too)" if args.purge else ""))
+    journal = Journal.start(site, "down", {"purge": args.purge})
+    printer = display.ProgressPrinter()
+
+    def progress(result):
+        journal.event(result)
+        printer(result)
+
+    report = lifecycle.down(_engine(), site, args.purge, progress)
+    display.summary(report, time.monotonic() - started)
+    code = EXIT_OK if report.ok else EXIT_FAILED
+    journal.finish(code, report)
+    return code
+
+
+def cmd_status(site: Site, args) -> int:
+    from deploy import lifecycle
+    from deploy.journal import latest
+
+    states = lifecycle.status(_engine(), site)
+    display.status_table(states)
+    last = latest(site)
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["ended"]))
+        display.out(f"last deploy: {last['command']} at {when}, exit {last['exit_code']}" + (f": {last['error']}" if last.get("error") else ""))
+    return EXIT_OK if states and all(s.answering for s in states.values()) else EXIT_NOT_RUNNING
+
+
+COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        site = load_site(args.inventory)
+        return COMMANDS[args.command](site, args)
+    except DeployError as exc:
+        display.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        display.error("interrupted; run the same command again to converge")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The engine interface: pyinfra implements it, ansible-runner will too."""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from deploy.inventory import Site
+from deploy.resources import Action, ServiceSpec
+from deploy.runtime import ServiceState
+
+
+class Outcome(enum.Enum):
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the host failed earlier or could not be reached
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    outcome: Outcome
+    message: str = ""
+
+
+@dataclass
+class RunReport:
+    """What a run did (or, for a plan, would do), action by action."""
+
+    results: list[ActionResult] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+    def per_host(self) -> dict[str, dict[Outcome, int]]:
+        table: dict[str, dict[Outcome, int]] = {}
+        for result in self.results:
+            row = table.setdefault(result.action.host, {o: 0 for o in Outcome})
+            row[result.outcome] += 1
+        return table
+
+    @property
+    def failed(self) -> list[ActionResult]:
+        return [r for r in self.results if r.outcome is Outcome.FAILED]
+
+    @property
+    def changed(self) -> list[ActionResult]:
+        return [r for r in self.results if r.outcome is Outcome.CHANGED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreachable and all(r.outcome in (Outcome.CHANGED, Outcome.UNCHANGED) for r in self.results)
+
+
+#: Called as each action ends: (result). The engine never prints.
+Progress = Callable[[ActionResult], None]
+
+
+class Engine(abc.ABC):
+    """Applies actions to a site's hosts and reads facts from them."""
+
+    name: str
+
+    @abc.abstractmethod
+    def apply(self, site: Site, actions: list[Action], progress: Progress | None = None) -> RunReport:
+        """Bring every action's resource to its wanted state."""
+
+    @abc.abstractmethod
+    def plan(self, site: Site, actions: list[Action]) -> RunReport:
+        """What :meth:`apply` would change; changes nothing."""
+
+    @abc.abstractmethod
+    def service_states(self, site: Site, services: list[tuple[str, ServiceSpec]]) -> dict[tuple[str, str], ServiceState]:
+        """The observed state of each (host, service), keyed by (host, name)."""
+
+    @abc.abstractmethod
+    def leftovers(self, site: Site) -> dict[str, list[int]]:
+        """Pids of the site's processes still running, per host."""

@@ -1,0 +1,245 @@
+"""The pyinfra engine: the only module of toppipe that imports pyinfra.
+
+pyinfra calls its Python API "mostly stable"; keeping every use of it here
+means a pyinfra upgrade touches one file. Resources become pyinfra
+operations; facts are shell commands with small parsers.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shlex
+from collections.abc import Iterator
+
+from pyinfra.api import Config, FactBase, Inventory, State, StringCommand, operation
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.operation import add_op
+from pyinfra.api.operations import run_ops
+from pyinfra.api.state import BaseStateCallback
+from pyinfra.operations import files
+
+from deploy import DeployError
+from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.inventory import Host, Site
+from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec
+from deploy.runtime import ServiceState, get_runtime
+
+logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
+
+
+def _bash(script: str) -> str:
+    return "bash -c " + shlex.quote(script)
+
+
+class ShellOutput(FactBase):
+    """The stdout of a bash script (which must itself exit 0)."""
+
+    def command(self, script: str) -> str:  # type: ignore[override]
+        return _bash(script)
+
+    def process(self, output: list[str]) -> str:
+        return "\n".join(output)
+
+    def default(self) -> str:
+        return ""
+
+
+@operation(is_idempotent=True)
+def _ensure(check: str, apply: str) -> Iterator[str]:
+    from pyinfra import host
+
+    verdict = host.get_fact(ShellOutput, script=f"if {check} >/dev/null 2>&1; then echo yes; else echo no; fi")
+    if verdict.strip() != "yes":
+        yield _bash(apply)
+
+
+@operation(is_idempotent=True)
+def _absent(path: str) -> Iterator[str]:
+    from pyinfra import host
+
+    quoted = shlex.quote(path)
+    if host.get_fact(ShellOutput, script=f"[ -e {quoted} ] && echo yes || true").strip() == "yes":
+        yield f"rm -rf {quoted}"
+
+
+@operation(is_idempotent=True)
+def _service(spec_status: str, start: str, stop: str, digest: str, running: bool) -> Iterator[str]:
+    from pyinfra import host
+
+    state = ServiceState.parse(host.get_fact(ShellOutput, script=spec_status))
+    if running:
+        if not state.answering or state.digest != digest:
+            yield _bash(start)
+    elif state.running:
+        yield _bash(stop)
+
+
+def _result(action: Action, meta) -> ActionResult:
+    """An action's outcome from its completed (or never run) pyinfra operation."""
+    if not meta.is_complete():
+        return ActionResult(action, Outcome.SKIPPED, "not run: the host failed earlier in this run")
+    if meta.did_error():
+        lines = [line for line in (meta.stderr or meta.stdout).strip().splitlines() if line.strip()]
+        shown = lines[:1] + lines[-2:] if len(lines) > 3 else lines
+        return ActionResult(action, Outcome.FAILED, " / ".join(shown) or "failed with no output")
+    return ActionResult(action, Outcome.CHANGED if meta.did_change() else Outcome.UNCHANGED)
+
+
+class _Progress(BaseStateCallback):
+    """Reports each operation as it ends on all hosts (pyinfra skips this on a failure)."""
+
+    def __init__(self, ops: dict[tuple[str, str], Action], progress: Progress | None):
+        self.ops, self.progress = ops, progress
+        self.reported: set[tuple[str, str]] = set()
+
+    def operation_end(self, state: State, op_hash: str) -> None:
+        for host in state.inventory:
+            key = (host.name, op_hash)
+            if key in self.ops:
+                self.report(state, host, key)
+
+    def report(self, state: State, host, key: tuple[str, str]) -> ActionResult:
+        result = _result(self.ops[key], state.get_op_data_for_host(host, key[1]).operation_meta)
+        if key not in self.reported:
+            self.reported.add(key)
+            if self.progress:
+                self.progress(result)
+        return result
+
+
+class PyinfraEngine(Engine):
+    """Runs actions over pyinfra's ``@local`` and ssh connectors."""
+
+    name = "pyinfra"
+
+    # -- inventory -------------------------------------------------------
+
+    def _inventory(self, site: Site) -> Inventory:
+        names = []
+        for host in site.hosts:
+            if host.is_local:
+                names.append(("@local", {"toppipe_host": host.name}))
+                continue
+            data = {"toppipe_host": host.name, "ssh_hostname": host.address}
+            if host.user:
+                data["ssh_user"] = host.user
+            if host.port:
+                data["ssh_port"] = host.port
+            if host.ssh_key:
+                data["ssh_key"] = host.ssh_key
+            names.append((host.name, data))
+        return Inventory((names, {}))
+
+    def _connect(self, site: Site, check_for_changes: bool) -> tuple[State, dict[str, object], dict[str, str]]:
+        state = State(self._inventory(site), Config(CONNECT_TIMEOUT=10, FAIL_PERCENT=100), check_for_changes=check_for_changes)
+        unreachable: dict[str, str] = {}
+        try:
+            connect_all(state)
+        except PyinfraError as exc:
+            raise DeployError(f"could not reach any host of site '{site.name}': {exc}") from None
+        by_name = {}
+        for host in state.inventory:
+            name = host.data.get("toppipe_host")
+            if host in state.activated_hosts:
+                by_name[name] = host
+            else:
+                unreachable[name] = "cannot connect (ssh refused, timed out or host key mismatch)"
+        return state, by_name, unreachable
+
+    # -- operations ------------------------------------------------------
+
+    def _add(self, state: State, host, action: Action, site: Site, site_host: Host) -> str:
+        resource = action.resource
+        name = f"{action.role}: {resource.describe()}"
+        kwargs = {"host": host, "name": name}
+        if isinstance(resource, Directory):
+            result = add_op(state, files.directory, path=resource.path, mode=f"{resource.mode:o}", **kwargs)
+        elif isinstance(resource, File):
+            result = add_op(
+                state, files.put, src=io.BytesIO(resource.content), dest=resource.path,
+                mode=f"{resource.mode:o}", add_deploy_dir=False, **kwargs,
+            )  # fmt: skip
+        elif isinstance(resource, Absent):
+            result = add_op(state, _absent, path=resource.path, **kwargs)
+        elif isinstance(resource, Ensure):
+            result = add_op(state, _ensure, check=resource.check, apply=resource.apply, **kwargs)
+        elif isinstance(resource, Service):
+            runtime = get_runtime(site_host.runtime)
+            spec = resource.spec
+            result = add_op(
+                state, _service, spec_status=runtime.status_command(spec), start=runtime.start_command(spec),
+                stop=runtime.stop_command(spec), digest=spec.digest(), running=resource.running, **kwargs,
+            )  # fmt: skip
+        else:
+            raise TypeError(f"no pyinfra translation for {resource!r}")
+        return result[host]._hash
+
+    def _build(self, site: Site, actions: list[Action], check_for_changes: bool):
+        state, hosts, unreachable = self._connect(site, check_for_changes)
+        ops: dict[tuple[str, str], Action] = {}
+        metas = []
+        for action in actions:
+            host = hosts.get(action.host)
+            if host is None:
+                continue
+            op_hash = self._add(state, host, action, site, site.host(action.host))
+            ops[(host.name, op_hash)] = action
+            metas.append((action, host, op_hash))
+        return state, ops, metas, unreachable
+
+    def apply(self, site: Site, actions: list[Action], progress: Progress | None = None) -> RunReport:
+        state, ops, metas, unreachable = self._build(site, actions, check_for_changes=False)
+        callback = _Progress(ops, progress)
+        state.add_callback_handler(callback)
+        try:
+            run_ops(state)
+        except PyinfraError:
+            pass  # every remaining host failed; the per-action results say where and why
+        finally:
+            disconnect_all(state)
+        report = RunReport(unreachable=unreachable)
+        for _, host, op_hash in metas:
+            report.results.append(callback.report(state, host, (host.name, op_hash)))
+        for action in actions:
+            if action.host in report.unreachable:
+                report.results.append(ActionResult(action, Outcome.SKIPPED, report.unreachable[action.host]))
+        return report
+
+    def plan(self, site: Site, actions: list[Action]) -> RunReport:
+        state, _, metas, unreachable = self._build(site, actions, check_for_changes=True)
+        disconnect_all(state)
+        report = RunReport(unreachable=unreachable)
+        for action, host, op_hash in metas:
+            meta = state.get_op_data_for_host(host, op_hash).operation_meta
+            report.results.append(ActionResult(action, Outcome.CHANGED if meta.will_change else Outcome.UNCHANGED))
+        return report
+
+    # -- facts -----------------------------------------------------------
+
+    def service_states(self, site: Site, services: list[tuple[str, ServiceSpec]]) -> dict[tuple[str, str], ServiceState]:
+        state, hosts, _ = self._connect(site, check_for_changes=True)
+        found = {}
+        try:
+            for host_name, spec in services:
+                host = hosts.get(host_name)
+                if host is None:
+                    continue
+                runtime = get_runtime(site.host(host_name).runtime)
+                found[(host_name, spec.name)] = runtime.parse_status(host.get_fact(ShellOutput, script=runtime.status_command(spec)))
+        finally:
+            disconnect_all(state)
+        return found
+
+    def leftovers(self, site: Site) -> dict[str, list[int]]:
+        state, hosts, _ = self._connect(site, check_for_changes=True)
+        found = {}
+        try:
+            for name, host in hosts.items():
+                runtime = get_runtime(site.host(name).runtime)
+                output = host.get_fact(ShellOutput, script=runtime.leftovers_command(site.name))
+                found[name] = [int(p) for p in output.split()]
+        finally:
+            disconnect_all(state)
+        return found

@@ -1,0 +1,160 @@
+"""What ``up``, ``down``, ``plan`` and ``status`` do, as plain functions.
+
+Roles give resources per host; this module turns them into actions, checks
+what would clash before anything starts, hands the actions to an engine and
+writes the site's connection record. It never prints: callers pass a
+progress callback and render the returned reports.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields
+
+from deploy import UserError
+from deploy.engine import Engine, Progress, RunReport
+from deploy.inventory import Host, Site
+from deploy.resources import Action, Ensure, ServiceSpec
+from deploy.runtime import ServiceState, get_runtime
+from deploy.state import SiteFiles, site_files, write_connection
+from roles import ROLES, HostContext
+from roles.records import records_url
+
+
+def host_python(site: Site, host: Host) -> str:
+    """The Python of the pinned environment on *host*."""
+    if host.python:
+        return host.python
+    if host.is_local:
+        return sys.executable
+    return f"{site.host_root(host)}/venv/bin/python"
+
+
+def contexts(site: Site, secrets: SiteFiles) -> dict[str, HostContext]:
+    return {
+        host.name: HostContext(
+            site=site,
+            host=host,
+            root=site.host_root(host),
+            python=host_python(site, host),
+            files=secrets.for_host(is_client="client" in host.groups),
+        )
+        for host in site.hosts
+    }
+
+
+def up_actions(site: Site, ctxs: dict[str, HostContext]) -> list[Action]:
+    return [
+        Action(host.name, role.name, resource)
+        for role in ROLES
+        for host in site.hosts
+        if role.applies_to(site, host)
+        for resource in role.up(ctxs[host.name])
+    ]
+
+
+def down_actions(site: Site, ctxs: dict[str, HostContext], purge: bool) -> list[Action]:
+    actions = [
+        Action(host.name, role.name, resource)
+        for role in reversed(ROLES)
+        for host in site.hosts
+        if role.applies_to(site, host)
+        for resource in role.down(ctxs[host.name])
+    ]
+    for host in site.hosts:
+        runtime = get_runtime(host.runtime)
+        leftovers = runtime.leftovers_command(site.name)
+        check = f'[ -z "$({leftovers})" ]'
+        actions.append(Action(host.name, "site", Ensure("no process of the site left", check, runtime.sweep_command(site.name))))
+    if purge:
+        actions += [
+            Action(host.name, role.name, resource)
+            for role in reversed(ROLES)
+            for host in site.hosts
+            if role.applies_to(site, host)
+            for resource in role.purge(ctxs[host.name])
+        ]
+    return actions
+
+
+def services(site: Site, ctxs: dict[str, HostContext]) -> list[tuple[str, ServiceSpec]]:
+    return [
+        (host.name, spec)
+        for role in ROLES
+        for host in site.hosts
+        if role.applies_to(site, host)
+        for spec in role.services(ctxs[host.name])
+    ]
+
+
+def _port_key(site: Site, port: int) -> str:
+    for field in fields(site.settings.ports):
+        if getattr(site.settings.ports, field.name) == port:
+            return f"toppipe.ports.{field.name}"
+    return "toppipe.ports"
+
+
+def preflight(engine: Engine, site: Site, ctxs: dict[str, HostContext]) -> dict[tuple[str, str], ServiceState]:
+    """Refuse to start anything when a port a service needs is taken by another program."""
+    states = engine.service_states(site, services(site, ctxs))
+    for (host, name), state in sorted(states.items()):
+        for hostport in state.busy_ports():
+            port = int(hostport.rsplit(":", 1)[1])
+            raise UserError(
+                f"{site.inventory.parent}/group_vars/all.yml: {_port_key(site, port)}: port {port} on {host} is in use "
+                f"by another program, so {name} cannot start; stop that program or choose a free port"
+            )
+    return states
+
+
+@dataclass(frozen=True)
+class UpResult:
+    report: RunReport
+    connection: dict
+
+
+def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
+    settings = site.settings
+    ctx = ctxs[site.scheduler_host.name]
+    client = site.state_dir
+    return {
+        "inventory": str(site.inventory.parent.resolve()),
+        "scheduler": ctx.scheduler_address,
+        "dashboard": f"http://{settings.bind}:{settings.ports.dashboard}/status",
+        "jupyter": f"http://{settings.bind}:{settings.ports.jupyter}/lab",
+        "jupyter_token_file": str(client / "secrets" / "jupyter_token"),
+        "tls": {"ca": str(client / "tls/ca.pem"), "cert": str(client / "tls/client.pem"), "key": str(client / "tls/client.key")},
+        "records": records_url(ctxs[site.group("db")[0].name]),
+        "services": [{"host": host, "name": spec.name} for host, spec in services(site, ctxs)],
+    }
+
+
+def up(engine: Engine, site: Site, progress: Progress | None = None) -> UpResult:
+    secrets = site_files(site)
+    ctxs = contexts(site, secrets)
+    preflight(engine, site, ctxs)
+    secrets.save(site)
+    report = engine.apply(site, up_actions(site, ctxs), progress)
+    record = connection_record(site, ctxs)
+    if report.ok:
+        write_connection(site, record)
+    return UpResult(report, record)
+
+
+def plan(engine: Engine, site: Site) -> RunReport:
+    ctxs = contexts(site, site_files(site))
+    return engine.plan(site, up_actions(site, ctxs))
+
+
+def down(engine: Engine, site: Site, purge: bool, progress: Progress | None = None) -> RunReport:
+    ctxs = contexts(site, site_files(site))
+    report = engine.apply(site, down_actions(site, ctxs, purge), progress)
+    connection = site.state_dir / "connection.json"
+    if report.ok and connection.exists():
+        connection.unlink()
+    return report
+
+
+def status(engine: Engine, site: Site) -> dict[tuple[str, str], ServiceState]:
+    ctxs = contexts(site, site_files(site))
+    return engine.service_states(site, services(site, ctxs))

@@ -1,0 +1,114 @@
+"""What roles ask for: desired state, in words no engine owns.
+
+Roles return :class:`Action` lists; an engine (pyinfra today, ansible-runner
+later) turns each resource into its own operations. Nothing here runs
+anything, so plans can be printed and unit-tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A folder that exists with *mode*."""
+
+    path: str
+    mode: int = 0o700
+
+    def describe(self) -> str:
+        return f"folder {self.path}"
+
+
+@dataclass(frozen=True)
+class File:
+    """A file with exactly *content*. Secret content is never shown or logged."""
+
+    path: str
+    content: bytes = field(repr=False)
+    mode: int = 0o600
+    secret: bool = False
+
+    def describe(self) -> str:
+        return f"file {self.path}" + (" (secret)" if self.secret else "")
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A path that must not exist (used by ``down --purge``)."""
+
+    path: str
+
+    def describe(self) -> str:
+        return f"remove {self.path}"
+
+
+@dataclass(frozen=True)
+class Ensure:
+    """A state checked by a shell *check* (exit 0: holds) and made by *apply*."""
+
+    name: str
+    check: str
+    apply: str
+
+    def describe(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A long-running service: what to run, where, and how to know it is up.
+
+    ``ports`` are the (address, port) pairs that answer once it has started.
+    ``env_file`` holds secrets as ``KEY=value`` lines; it is read at start and
+    never put on a command line.
+    """
+
+    site: str
+    name: str
+    argv: tuple[str, ...]
+    rundir: str
+    workdir: str
+    env: tuple[tuple[str, str], ...] = ()
+    env_file: str | None = None
+    ports: tuple[tuple[str, int], ...] = ()
+    start_timeout: float = 60.0
+
+    @property
+    def marker(self) -> str:
+        """Set as TOPPIPE_SERVICE in the environment of every process of the service."""
+        return f"{self.site}/{self.name}"
+
+    def digest(self) -> str:
+        """Changes whenever a restart is needed to apply this spec."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service that is running (and matches its spec), or stopped."""
+
+    spec: ServiceSpec
+    running: bool = True
+
+    def describe(self) -> str:
+        return f"{'start' if self.running else 'stop'} {self.spec.name}"
+
+
+Resource = Directory | File | Absent | Ensure | Service
+
+
+@dataclass(frozen=True)
+class Action:
+    """One resource of one role on one host."""
+
+    host: str
+    role: str
+    resource: Resource
+
+    def describe(self) -> str:
+        return f"{self.host} {self.role}: {self.resource.describe()}"

@@ -1,0 +1,110 @@
+"""Services as supervised native processes: pid files, logs, no systemd.
+
+Every process of a service carries ``TOPPIPE_SERVICE=<site>/<name>`` in its
+environment, children included (dask worker processes, Jupyter kernels), so
+stop and sweep find them all by reading ``/proc/*/environ``, even when a pid
+file was lost. Scripts are bash, built here as strings and run by an engine
+on the host; this module runs nothing.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from deploy.resources import ServiceSpec
+from deploy.runtime.base import Runtime, ServiceState
+
+STOP_GRACE_SECONDS = 10
+
+
+def _q(text: str) -> str:
+    return shlex.quote(text)
+
+
+def _kill_marked(pattern: str, fixed: bool) -> str:
+    """Bash that stops every process whose environment matches *pattern*."""
+    flag = "-lzxF" if fixed else "-lzxE"
+    find = f"grep {flag} {_q('TOPPIPE_SERVICE=' + pattern)} /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx $$"
+    return f"""
+pids=$({find} || true)
+if [ -n "$pids" ]; then
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 1 {STOP_GRACE_SECONDS * 10}); do
+    alive=""; for p in $pids; do [ -d /proc/$p ] && alive="$alive $p"; done
+    [ -z "$alive" ] && break; sleep 0.1
+  done
+  [ -n "$alive" ] && kill -KILL $alive 2>/dev/null || true
+fi"""
+
+
+class NativeRuntime(Runtime):
+    """Runs a service as a detached process group from the host's environment."""
+
+    name = "native"
+
+    def status_command(self, spec: ServiceSpec) -> str:
+        probes = " ".join(f"{_q(addr)}:{port}" for addr, port in spec.ports)
+        return f"""
+d={_q(spec.rundir)}
+pid=$(cat "$d/pid" 2>/dev/null || true)
+state=stopped
+if [ -n "$pid" ] && grep -qzxF {_q('TOPPIPE_SERVICE=' + spec.marker)} /proc/$pid/environ 2>/dev/null; then
+  state=running
+fi
+started=$(stat -c %Y "$d/pid" 2>/dev/null || true)
+out="state=$state pid=$pid digest=$(cat "$d/digest" 2>/dev/null || true) started=$started"
+for hp in {probes}; do
+  if timeout 2 bash -c "exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}" 2>/dev/null; then
+    out="$out port:$hp=open"; else out="$out port:$hp=closed"; fi
+done
+echo "$out"
+"""
+
+    def start_command(self, spec: ServiceSpec) -> str:
+        env = " ".join(f"{k}={_q(v)}" for k, v in spec.env)
+        source = f"set -a; . {_q(spec.env_file)}; set +a; " if spec.env_file else ""
+        argv = " ".join(_q(a) for a in spec.argv)
+        probes = " ".join(f"{_q(addr)}:{port}" for addr, port in spec.ports)
+        steps = int(spec.start_timeout * 5)
+        return f"""set -u
+d={_q(spec.rundir)}
+mkdir -p "$d" && chmod 700 "$d"
+{_kill_marked(spec.marker, fixed=True)}
+rm -f "$d/pid" "$d/digest"
+cd {_q(spec.workdir)}
+log="$d/log"; touch "$log"; chmod 600 "$log"
+echo "--- $(date -u +%FT%TZ) starting {spec.name}" >> "$log"
+( {source}exec env TOPPIPE_SERVICE={_q(spec.marker)} {env} setsid {argv} ) </dev/null >>"$log" 2>&1 &
+pid=$!
+echo "$pid" > "$d/pid"; echo {_q(spec.digest())} > "$d/digest"
+for step in $(seq 1 {steps}); do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "{spec.name} exited while starting; last lines of $log:" >&2; tail -n 15 "$log" >&2; exit 1
+  fi
+  ready=1
+  for hp in {probes}; do
+    timeout 2 bash -c "exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}" 2>/dev/null || ready=0
+  done
+  [ "$ready" = 1 ] && [ -n "{probes}" ] && exit 0
+  [ -z "{probes}" ] && [ "$step" -ge 5 ] && exit 0
+  sleep 0.2
+done
+echo "{spec.name} did not answer on {probes or 'its ports'} within {spec.start_timeout:.0f} s; see $log" >&2
+exit 1
+"""
+
+    def stop_command(self, spec: ServiceSpec) -> str:
+        return f"""set -u
+d={_q(spec.rundir)}
+{_kill_marked(spec.marker, fixed=True)}
+rm -f "$d/pid" "$d/digest"
+"""
+
+    def sweep_command(self, site: str) -> str:
+        return "set -u\n" + _kill_marked(f"{site}/.*", fixed=False)
+
+    def leftovers_command(self, site: str) -> str:
+        return f"grep -lzxE {_q('TOPPIPE_SERVICE=' + site + '/.*')} /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx $$ || true"
+
+    def parse_status(self, output: str) -> ServiceState:
+        return ServiceState.parse(output)

@@ -1,0 +1,13 @@
+"""The roles a site is made of, in the order ``up`` applies them."""
+
+from roles.base import HostContext, Role
+from roles.jupyter import JupyterRole
+from roles.records import RecordsRole
+from roles.scheduler import SchedulerRole
+from roles.site import SiteRole
+from roles.workers import WorkersRole
+
+#: ``up`` applies these in order; ``down`` stops them in reverse.
+ROLES: tuple[Role, ...] = (SiteRole(), RecordsRole(), SchedulerRole(), WorkersRole(), JupyterRole())
+
+__all__ = ["ROLES", "HostContext", "Role"]

@@ -1,0 +1,33 @@
+"""Dask workers on the hosts of the workers group, each under a nanny."""
+
+from __future__ import annotations
+
+from deploy.resources import Resource, Service, ServiceSpec
+from roles.base import HostContext, Role
+
+
+class WorkersRole(Role):
+    name = "workers"
+    group = "workers"
+
+    def services(self, ctx: HostContext) -> list[ServiceSpec]:
+        if ctx.host.workers == 0:
+            return []
+        settings = ctx.site.settings
+        bind = settings.bind if ctx.host.is_local else ctx.host.address
+        argv = [
+            ctx.python, "-m", "distributed.cli.dask_worker", ctx.scheduler_address,
+            "--nworkers", str(ctx.host.workers),
+            "--nthreads", str(settings.workers.threads),
+            "--memory-limit", settings.workers.memory,
+            "--host", bind,
+            "--name", ctx.host.name,
+            "--nanny",
+            "--no-dashboard",
+            "--local-directory", ctx.path("work", "workers"),
+            "--resources", "host=1",
+        ]  # fmt: skip
+        return [ctx.spec("workers", argv, env=(("TOPPIPE_HOST", ctx.host.name),))]
+
+    def up(self, ctx: HostContext) -> list[Resource]:
+        return [Service(spec) for spec in self.services(ctx)]

@@ -1,0 +1,125 @@
+# shellcheck shell=bash
+# Build steps of `lab up`, all cached under $LAB_CACHE:
+#   - the machine's own tools (Debian packages, installed only when missing)
+#   - base-<key>/rootfs: one debootstrap tree that every host mounts read-only
+#     as the lower layer of its overlayfs root
+#   - base-<key>/repo:   the local apt repository the base was installed from
+# <key> hashes the suite, the architecture, packages.txt and this file, so
+# changing any of them builds a new base; older bases are pruned.
+
+# command -> Debian package, for the tools `lab` runs on the machine
+declare -A LAB_MACHINE_TOOLS=(
+    [debootstrap]=debootstrap [ip]=iproute2 [bridge]=iproute2
+    [unshare]=util-linux [nsenter]=util-linux [pivot_root]=util-linux [setsid]=util-linux
+    [ssh]=openssh-client [ssh-keygen]=openssh-client
+    [patchelf]=patchelf [apt-ftparchive]=apt-utils
+    [mksquashfs]=squashfs-tools [newuidmap]=uidmap
+    [update-ca-certificates]=ca-certificates
+)
+
+ensure_machine_packages() {
+    local cmd missing=()
+    for cmd in "${!LAB_MACHINE_TOOLS[@]}"; do
+        command -v "$cmd" >/dev/null || missing+=("${LAB_MACHINE_TOOLS[$cmd]}")
+    done
+    # apt must not start services in this machine (no init system here)
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# made by toppipe scripts/lab: never start services from apt\nexit 101\n' \
+            >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+    fi
+    [ ${#missing[@]} -eq 0 ] && return 0
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "installing on the machine: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+}
+
+lab_packages() { sed 's/#.*//' "$LAB_DIR/packages.txt" | xargs; }
+
+base_key() {
+    { echo "$LAB_SUITE $LAB_ARCH $LAB_UID"; cat "$LAB_DIR/packages.txt" "$LAB_DIR/build.sh"; } \
+        | sha256sum | cut -c1-12
+}
+
+base_dir() { echo "$LAB_CACHE/base-$(base_key)"; }
+
+ensure_base() {
+    local dir; dir=$(base_dir)
+    [ -e "$dir/ok" ] && return 0
+    local mirror security
+    mirror=$(apt_mirror main) || true
+    security=$(apt_mirror security) || true
+    [ -n "$mirror" ] || die "no Debian archive found in /etc/apt/sources.list(.d)"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/repo"
+    timed "debootstrap $LAB_SUITE base (about 30-60 s)" \
+        debootstrap --variant=minbase "$LAB_SUITE" "$dir.tmp/rootfs" "$mirror" >"$dir.tmp/debootstrap.log" 2>&1
+    timed "local apt repository + packages into the base (about 1 min)" \
+        build_base_packages "$dir.tmp" "$mirror" "$security"
+    touch "$dir.tmp/ok"
+    mv "$dir.tmp" "$dir"
+    local old
+    for old in "$LAB_CACHE"/base-*; do
+        [ "$old" = "$dir" ] || rm -rf --one-file-system "$old"
+    done
+}
+
+# Fill the repository from the mirror with the base's own apt (download
+# only), index it, then install from that repository alone: what the hosts
+# have is exactly what the repository holds.
+build_base_packages() {
+    local d=$1 mirror=$2 security=$3 r=$1/rootfs
+    {
+        echo "deb $mirror $LAB_SUITE main"
+        echo "deb $mirror $LAB_SUITE-updates main"
+        [ -n "$security" ] && echo "deb $security $LAB_SUITE-security main"
+    } >"$r/etc/apt/sources.list"
+    # outbound TLS may be re-signed by a CA that only the machine trusts
+    cp /etc/ssl/certs/ca-certificates.crt "$r/etc/apt/lab-build-ca.crt"
+    echo 'Acquire::https::CAInfo "/etc/apt/lab-build-ca.crt";' >"$r/etc/apt/apt.conf.d/99lab-build-ca"
+    printf '#!/bin/sh\nexit 101\n' >"$r/usr/sbin/policy-rc.d" && chmod 755 "$r/usr/sbin/policy-rc.d"
+    # PostgreSQL binaries only: toppipe makes its own cluster as its user
+    mkdir -p "$r/etc/postgresql-common"
+    echo 'create_main_cluster = false' >"$r/etc/postgresql-common/createcluster.conf"
+    mkdir -p "$r$LAB_REPO_IN_HOST"
+    cp /etc/resolv.conf "$r/etc/resolv.conf"
+
+    # A private mount + pid namespace: the chroot's mounts and any stray
+    # process vanish with it, even if this build is killed half-way.
+    TOPPIPE_LAB_BUILD=1 unshare --mount --pid --fork --propagation private \
+        bash -euc '
+        r=$1 repo=$2 inrepo=$3 pkgs=$4 user=$5 uid=$6
+        mount -t proc proc "$r/proc"
+        mount --bind /dev "$r/dev"
+        mount -t sysfs sysfs "$r/sys"
+        mount --bind "$repo" "$r$inrepo"
+        run_in() { chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"; }
+        run_in apt-get update -qq
+        # shellcheck disable=SC2086
+        run_in apt-get install -y -qq --no-install-recommends --download-only $pkgs
+        mv "$r"/var/cache/apt/archives/*.deb "$repo/"
+        (cd "$repo" && apt-ftparchive packages . >Packages && gzip -9kf Packages \
+            && apt-ftparchive release . >Release)
+        echo "deb [trusted=yes] file:$inrepo ./" >"$r/etc/apt/sources.list"
+        rm -f "$r/etc/apt/apt.conf.d/99lab-build-ca" "$r/etc/apt/lab-build-ca.crt"
+        rm -rf "$r"/var/lib/apt/lists/*
+        run_in apt-get update -qq
+        # shellcheck disable=SC2086
+        run_in apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+        run_in apt-get clean
+        # the lab user: same uid everywhere; "*" (not "!") so that sshd
+        # without PAM does not treat the key-only account as locked
+        run_in useradd -u "$uid" -U -m -s /bin/bash "$user"
+        run_in usermod -p "*" "$user"
+        # per-host keys are made at `up`; never share the ones apt made
+        rm -f "$r"/etc/ssh/ssh_host_*
+        run_in mkdir -p /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm /run/munge
+        run_in chown slurm:slurm /var/lib/slurm/slurmctld /var/log/slurm
+        umount "$r$inrepo" "$r/sys" "$r/dev" "$r/proc"
+    ' build "$r" "$d/repo" "$LAB_REPO_IN_HOST" "$(lab_packages)" "$LAB_USER" "$LAB_UID" \
+        >"$d/packages.log" 2>&1 || { tail -20 "$d/packages.log" >&2; return 1; }
+    # hosts have no DNS: names come from /etc/hosts
+    echo '# toppipe lab: no DNS, names are in /etc/hosts' >"$r/etc/resolv.conf"
+}
