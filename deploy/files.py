@@ -11,7 +11,14 @@ from typing import Any
 
 def private_dir(path: Path) -> Path:
     """Create *path* (and parents) with mode 0700 on the folders it creates."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
     return path
 
 

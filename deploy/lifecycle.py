@@ -125,7 +125,8 @@ def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
         "jupyter_token_file": str(client / "secrets" / "jupyter_token"),
         "tls": {"ca": str(client / "tls/ca.pem"), "cert": str(client / "tls/client.pem"), "key": str(client / "tls/client.key")},
         "records": records_url(ctxs[site.group("db")[0].name]),
-        "services": [{"host": host, "name": spec.name} for host, spec in services(site, ctxs)],
+        "services": [{"host": host, "name": spec.name, "ports": spec.ports} for host, spec in services(site, ctxs)],
+        "hosts": {h.name: h.address for h in site.hosts},
     }
 
 

@@ -67,6 +67,7 @@ echo "$out"
         probes = " ".join(f"{_q(addr)}:{port}" for addr, port in spec.ports)
         steps = int(spec.start_timeout * 5)
         return f"""set -u
+umask 077  # whatever the service writes is its owner's alone
 d={_q(spec.rundir)}
 mkdir -p "$d" && chmod 700 "$d"
 {_kill_marked(spec.marker, fixed=True)}

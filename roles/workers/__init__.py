@@ -24,6 +24,7 @@ class WorkersRole(Role):
             "--name", ctx.host.name,
             "--nanny",
             "--no-dashboard",
+            "--dashboard-address", f"{bind}:0",  # its health/metrics server, else on 0.0.0.0
             "--local-directory", ctx.path("work", "workers"),
             "--resources", "host=1",
         ]  # fmt: skip

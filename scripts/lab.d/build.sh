@@ -54,8 +54,7 @@ ensure_base() {
     security=$(apt_mirror security) || true
     [ -n "$mirror" ] || die "no Debian archive found in /etc/apt/sources.list(.d)"
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/repo"
-    timed "debootstrap $LAB_SUITE base (about 30-60 s)" \
-        debootstrap --variant=minbase "$LAB_SUITE" "$dir.tmp/rootfs" "$mirror" >"$dir.tmp/debootstrap.log" 2>&1
+    timed "debootstrap $LAB_SUITE base (about 30-60 s)" run_debootstrap "$dir.tmp" "$mirror"
     timed "local apt repository + packages into the base (about 1 min)" \
         build_base_packages "$dir.tmp" "$mirror" "$security"
     touch "$dir.tmp/ok"
@@ -64,6 +63,11 @@ ensure_base() {
     for old in "$LAB_CACHE"/base-*; do
         [ "$old" = "$dir" ] || rm -rf --one-file-system "$old"
     done
+}
+
+run_debootstrap() {
+    debootstrap --variant=minbase "$LAB_SUITE" "$1/rootfs" "$2" >"$1/debootstrap.log" 2>&1 \
+        || { tail -20 "$1/debootstrap.log" >&2; return 1; }
 }
 
 # Fill the repository from the mirror with the base's own apt (download

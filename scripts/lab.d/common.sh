@@ -45,7 +45,7 @@ timed() {
     local label=$1 t0=$SECONDS; shift
     log "$label ..."
     "$@" || die "$label failed"
-    log "$label done ($((SECONDS - t0)) s)"
+    log "  done in $((SECONDS - t0)) s"
 }
 
 hash_of() { cat "$@" | sha256sum | cut -c1-12; }

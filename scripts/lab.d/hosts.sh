@@ -1,0 +1,148 @@
+# shellcheck shell=bash
+# Host lifecycle: the bridge, starting hosts (boot.sh in new namespaces) and
+# wiring their veths, starting Slurm in order, status, and teardown.
+
+bridge_up() {
+    ip link show "$LAB_BRIDGE" >/dev/null 2>&1 || ip link add "$LAB_BRIDGE" type bridge
+    ip addr replace "$LAB_GATEWAY/24" dev "$LAB_BRIDGE"
+    ip link set "$LAB_BRIDGE" up
+}
+
+start_host() {
+    local h=$1 base=$2 d=$LAB_STATE/hosts/$1 pid1="" i
+    mkdir -p "$d/upper" "$d/work" "$d/root"
+    # setsid + closed fds: the host outlives this script and holds none of
+    # its pipes or its lock (fd 9)
+    setsid env -i PATH="$PATH" TOPPIPE_LAB_HOST="$h" LAB_HOST="$h" \
+        LAB_LOWER="$base/rootfs" LAB_UPPER="$d/upper" LAB_WORK="$d/work" LAB_ROOT="$d/root" \
+        LAB_SEED="$d/seed" LAB_SHARED="$LAB_SHARED" LAB_APPTAINER_DIR="$(apptainer_dir)" \
+        LAB_REPO="$base/repo" LAB_REPO_IN_HOST="$LAB_REPO_IN_HOST" \
+        unshare --net --mount --uts --ipc --pid --fork --propagation private \
+        /bin/bash "$LAB_DIR/boot.sh" </dev/null >"$d/boot.log" 2>&1 9>&- &
+    for i in $(seq 100); do
+        pid1=$(host_pid1 "$h") && break
+        sleep 0.05
+    done
+    [ -n "$pid1" ] || { cat "$d/boot.log" >&2; die "host $h did not start"; }
+    # its network: a veth whose inner end is born in the host as eth0
+    ip link del "$LAB_VETH_PREFIX$h" 2>/dev/null || true
+    ip link add "$LAB_VETH_PREFIX$h" type veth peer name "$LAB_IFACE" netns "$pid1"
+    ip link set "$LAB_VETH_PREFIX$h" master "$LAB_BRIDGE" up
+    nsenter -t "$pid1" -n ip addr add "${LAB_ADDR[$h]}/24" dev "$LAB_IFACE"
+    nsenter -t "$pid1" -n ip link set "$LAB_IFACE" up
+}
+
+tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+wait_until() {  # wait_until SECONDS WHAT CMD...: poll every 0.1 s
+    local limit=$1 what=$2 t0=$SECONDS; shift 2
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS - t0 < limit)) || die "timed out after $limit s waiting for $what"
+        sleep 0.1
+    done
+}
+
+ssh_lab() {  # ssh_lab HOST CMD...: as the lab user, strict host keys
+    ssh -n -F "$SSH_CONFIG" -o ConnectTimeout=5 "$@"
+}
+
+start_hosts() {
+    local base=$1 h
+    bridge_up
+    for h in "${LAB_HOSTS[@]}"; do start_host "$h" "$base"; done
+    for h in "${LAB_HOSTS[@]}"; do
+        wait_until 20 "sshd on $h" tcp_open "${LAB_ADDR[$h]}" 22
+    done
+    for h in "${LAB_HOSTS[@]}"; do
+        [ "$(ssh_lab "$h" hostname)" = "$h" ] || die "ssh $LAB_USER@$h failed"
+    done
+}
+
+slurm_nodes_idle() {
+    local states
+    states=$(host_exec "$LAB_SLURM_CTLD" sinfo -h -N -p "$LAB_PARTITION" -o '%N %t' | sort -u)
+    [ "$(grep -c ' idle$' <<<"$states")" -eq "${#LAB_SLURM_NODES[@]}" ]
+}
+
+start_slurm() {
+    local n
+    host_exec "$LAB_SLURM_CTLD" /usr/sbin/slurmctld </dev/null >/dev/null 2>&1 \
+        || die "slurmctld did not start (see /var/log/slurm/slurmctld.log on $LAB_SLURM_CTLD)"
+    wait_until 20 "slurmctld" host_exec "$LAB_SLURM_CTLD" scontrol ping
+    for n in "${LAB_SLURM_NODES[@]}"; do
+        host_exec "$n" /usr/sbin/slurmd --conf-server "$LAB_SLURM_CTLD:6817" </dev/null >/dev/null 2>&1 \
+            || die "slurmd did not start on $n (see /var/log/slurm/slurmd.log there)"
+    done
+    wait_until 30 "Slurm nodes idle" slurm_nodes_idle
+}
+
+# Prints one line per host and returns 0 (all up and healthy), 3 (nothing
+# of the lab runs) or 1 (partly up).
+lab_status() {
+    local h pid running=0 healthy=0 bridge=no
+    ip link show "$LAB_BRIDGE" >/dev/null 2>&1 && bridge=yes
+    for h in "${LAB_HOSTS[@]}"; do
+        if pid=$(host_pid1 "$h"); then
+            running=$((running + 1))
+            if tcp_open "${LAB_ADDR[$h]}" 22; then
+                healthy=$((healthy + 1))
+                printf '%-6s up    %-12s pid1=%s\n' "$h" "${LAB_ADDR[$h]}" "$pid"
+            else
+                printf '%-6s up    %-12s pid1=%s (sshd not answering)\n' "$h" "${LAB_ADDR[$h]}" "$pid"
+            fi
+        else
+            printf '%-6s down  %s\n' "$h" "${LAB_ADDR[$h]}"
+        fi
+    done
+    if [ $running -eq 0 ]; then
+        if [ $bridge = yes ] || [ -n "$(marked_pids "")" ]; then
+            echo "lab: leftovers found (bridge or processes): run 'scripts/lab down'"; return 1
+        fi
+        echo "lab: down"; return 3
+    fi
+    local slurm_ok=no
+    if host_pid1 "$LAB_SLURM_CTLD" >/dev/null; then
+        echo "slurm:"
+        host_exec "$LAB_SLURM_CTLD" sinfo -h -N -o '  %N %P %T' 2>&1 | sed 's/^ */  /' || true
+        host_exec "$LAB_SLURM_CTLD" sinfo -h -N -o '%T' 2>/dev/null \
+            | grep -qvE '^(idle|allocated|mixed|completing)$' || slurm_ok=yes
+        host_exec "$LAB_SLURM_CTLD" scontrol ping >/dev/null 2>&1 || slurm_ok=no
+    fi
+    if [ $healthy -eq ${#LAB_HOSTS[@]} ] && [ $slurm_ok = yes ] && [ -e "$LAB_JSON" ]; then
+        echo "lab: up ($LAB_JSON)"; return 0
+    fi
+    echo "lab: partly up"; return 1
+}
+
+# Ends every process, namespace, veth, bridge and mount of the lab, found
+# by marker and by name (not from a state file), so it also cleans up after
+# a crash or a half-finished `up`.
+lab_down() {
+    local p pids i
+    for p in $(marked_pids ""); do   # hosts' PID 1 first: that ends their whole pid namespace
+        awk '/^NSpid:/ { exit !($NF == 1 && NF > 2) }' "/proc/$p/status" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+    done
+    for i in $(seq 100); do
+        pids=$(marked_pids "")
+        [ -z "$pids" ] && break
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+        sleep 0.1
+    done
+    [ -z "$(marked_pids "")" ] || die "processes still running: $(marked_pids "" | xargs)"
+    local link
+    for link in $(ip -o link show | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep "^$LAB_VETH_PREFIX" || true); do
+        ip link del "$link" 2>/dev/null || true
+    done
+    ip link del "$LAB_BRIDGE" 2>/dev/null || true
+    for link in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep "^$LAB_VETH_PREFIX" || true); do
+        ip netns del "$link" || true
+    done
+    # hosts mount only inside their own namespaces; unmount anything that
+    # leaked into the machine's anyway, deepest first
+    local m
+    for m in $(awk '{ print $5 }' /proc/self/mountinfo | grep -E "^($LAB_STATE|$LAB_SITE_ROOT|$LAB_CACHE)(/|$)" | sort -r); do
+        umount -l "$m" || true
+    done
+    rm -rf --one-file-system "$LAB_STATE" "$LAB_SITE_ROOT"
+}

@@ -1,0 +1,173 @@
+"""A session on a deployed site: its dask client and what runs where."""
+
+from __future__ import annotations
+
+import html
+import json
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.config
+import yaml
+
+from toppipe.errors import NotDeployedError, ToppipeError
+
+_DEFAULTS = Path(__file__).with_name("toppipe.yaml")
+
+
+def _load_defaults() -> None:
+    with open(_DEFAULTS) as handle:
+        dask.config.update_defaults(yaml.safe_load(handle))
+
+
+_load_defaults()
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    host: str
+    name: str
+    ports: tuple[tuple[str, int], ...]
+    answering: bool
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    name: str
+    host: str
+    address: str
+    threads: int
+    memory_limit: int
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    site: str
+    scheduler: str
+    services: tuple[ServiceStatus, ...]
+    workers: tuple[WorkerStatus, ...]
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(s.host)}</td><td>{html.escape(s.name)}</td><td>{'up' if s.answering else 'DOWN'}</td></tr>"
+            for s in self.services
+        )
+        workers = "".join(
+            f"<tr><td>{html.escape(w.host)}</td><td>{html.escape(w.name)}</td><td>{w.threads}</td></tr>" for w in self.workers
+        )
+        return (
+            f"<b>site {html.escape(self.site)}</b> scheduler <code>{html.escape(self.scheduler)}</code>"
+            f"<table><tr><th>host</th><th>service</th><th>state</th></tr>{rows}</table>"
+            f"<table><tr><th>host</th><th>worker</th><th>threads</th></tr>{workers}</table>"
+        )
+
+
+def record_path(site: str) -> Path:
+    """Where the connection record of *site* (a name or an inventory folder) lives."""
+    from deploy.inventory.model import state_dir_for
+
+    folder = Path(site)
+    if (folder / "hosts.yml").is_file():
+        from deploy.inventory import InventoryError, load_site
+
+        try:
+            return load_site(folder).state_dir / "connection.json"
+        except InventoryError as exc:
+            raise ToppipeError(str(exc)) from None
+    return state_dir_for(site) / "connection.json"
+
+
+def _port_open(address: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Session:
+    """A connection to one site. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, record: dict, client):
+        self.record = record
+        self.site = record["site"]
+        self.client = client
+
+    @classmethod
+    def open(cls, site: str, timeout: float | None = None) -> Session:
+        path = record_path(site)
+        if not path.is_file():
+            inventory = site if (Path(site) / "hosts.yml").is_file() else f"inventories/{site}"
+            raise NotDeployedError(
+                f"site '{site}' is not up (no connection record at {path}); bring it up with: python -m deploy up {inventory}"
+            )
+        record = json.loads(path.read_text())
+        from distributed import Client
+        from distributed.security import Security
+
+        tls = record["tls"]
+        security = Security(
+            tls_ca_file=tls["ca"], tls_client_cert=tls["cert"], tls_client_key=tls["key"], require_encryption=True
+        )
+        wait = timeout if timeout is not None else dask.config.get("toppipe.connect-timeout")
+        try:
+            client = Client(record["scheduler"], security=security, timeout=wait, set_as_default=True)
+        except OSError as exc:
+            raise ToppipeError(
+                f"cannot reach the scheduler of site '{record['site']}' at {record['scheduler']} ({exc}); "
+                f"check it with: python -m deploy status {record['inventory']}"
+            ) from None
+        return cls(record, client)
+
+    def status(self) -> SiteStatus:
+        """Services (answering or not) and workers, with the host each runs on."""
+        timeout = float(dask.config.get("toppipe.probe-timeout"))
+        services = tuple(
+            ServiceStatus(
+                s["host"], s["name"], tuple(map(tuple, s.get("ports", ()))),
+                all(_port_open(a, p, timeout) for a, p in s.get("ports", ())),
+            )  # fmt: skip
+            for s in self.record["services"]
+        )
+        info = self.client.scheduler_info(n_workers=-1)
+        by_address = {address: name for name, address in self.record.get("hosts", {}).items()}
+        workers = tuple(
+            WorkerStatus(
+                name=str(w.get("name")),
+                host=by_address.get(w.get("host"), w.get("host")),
+                address=addr,
+                threads=w.get("nthreads", 0),
+                memory_limit=w.get("memory_limit", 0),
+            )
+            for addr, w in sorted(info["workers"].items())
+        )
+        return SiteStatus(self.site, self.record["scheduler"], services, workers)
+
+    def wait_for_workers(self, n: int, timeout: float = 60) -> None:
+        """Block until at least *n* workers are connected."""
+        deadline = time.monotonic() + timeout
+        while len(self.client.scheduler_info(n_workers=-1)["workers"]) < n:
+            if time.monotonic() > deadline:
+                raise ToppipeError(f"fewer than {n} workers joined within {timeout:.0f} s; see python -m deploy status")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<toppipe.Session site={self.site!r} scheduler={self.record['scheduler']!r}>"
+
+    def _repr_html_(self) -> str:
+        links = " · ".join(
+            f'<a href="{html.escape(self.record[k])}" target="_blank">{k}</a>' for k in ("dashboard", "jupyter") if k in self.record
+        )
+        return f"<b>toppipe session</b> on site <code>{html.escape(self.site)}</code>: {links}<br>" + self.status()._repr_html_()
+
