@@ -15,7 +15,8 @@ class InventoryError(UserError):
         self.key = key
         self.problem = problem
         where = f"{_display(self.file)}: {key}: " if key else f"{_display(self.file)}: "
-        super().__init__(where + problem)
+        # One line, always: a value from the YAML may hold line breaks.
+        super().__init__((where + problem).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def _display(path: Path) -> str:

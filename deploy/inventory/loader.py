@@ -41,15 +41,18 @@ def load_site(path: str | Path) -> Site:
         raise InventoryError(folder, "", "no hosts.yml here; an inventory is a folder with hosts.yml (see inventories/example)")
     tree = _read_yaml(hosts_file)
     if not isinstance(tree, dict) or set(tree) != {"all"}:
-        keys = ", ".join(map(str, tree)) if isinstance(tree, dict) else type(tree).__name__
+        keys = ", ".join(map(str, tree)) if isinstance(tree, dict) else "nothing" if tree is None else type(tree).__name__
         raise InventoryError(hosts_file, "", f"the top level must be the single key 'all' (found: {keys})")
     group_vars = _read_vars_folder(folder / "group_vars")
     host_vars = _read_vars_folder(folder / "host_vars")
     declared, members, group_var_map = _walk_groups(hosts_file, tree["all"], group_vars)
+    for group, (gfile, gvars, gpath) in group_var_map.items():
+        if group != "all" and "toppipe" in gvars:
+            raise InventoryError(gfile, _join(gpath, "toppipe"), "site settings belong in group_vars/all.yml; move them there")
     for name, (file, _) in host_vars.items():
         if name not in declared:
             raise _unknown_host(file, "", name, declared)
-    settings = _settings(hosts_file, group_var_map.get("all", (hosts_file, {})))
+    settings = _settings(hosts_file, group_var_map.get("all", (hosts_file, {}, "all.vars")))
     _check_groups(hosts_file, members, declared)
     hosts = tuple(
         _host(name, declared[name], members, group_var_map, host_vars.get(name), settings, hosts_file)
@@ -74,6 +77,12 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a list or mapping cannot be a key", key_node.start_mark
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key '{key}' appears twice (first on line {seen[key] + 1})", key_node.start_mark
@@ -87,15 +96,25 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 def _read_yaml(file: Path) -> Any:
     try:
-        text = file.read_text()
+        data = file.read_bytes()
     except OSError as exc:
         raise InventoryError(file, "", f"cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InventoryError(file, "", f"line {line}: not UTF-8 text; save the file as UTF-8") from None
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        if mark:
+            line = f"line {mark.line + 1}: "
+        elif isinstance(exc, yaml.reader.ReaderError):
+            line = f"line {text.count(chr(10), 0, exc.position) + 1}: "
+        else:
+            line = ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InventoryError(file, "", f"{line}invalid YAML: {problem}; fix the syntax there") from None
 
 
@@ -116,11 +135,14 @@ def _read_vars_folder(folder: Path) -> dict[str, tuple[Path, dict]]:
 
 
 def _walk_groups(file: Path, root: Any, group_vars: dict) -> tuple[dict, dict, dict]:
-    """Declared hosts, group -> member host names, group -> (file, vars)."""
+    """Declared hosts, group -> member host names, group -> (file, vars, key path of the vars in file)."""
     if not isinstance(root, dict):
         raise InventoryError(file, "all", "expected a mapping with hosts, children and vars")
     declared: dict[str, dict] = {}
-    for name, hv in (root.get("hosts") or {}).items():
+    root_hosts = root.get("hosts") or {}
+    if not isinstance(root_hosts, dict):
+        raise InventoryError(file, "all.hosts", "expected a mapping of host names; write each host as 'name:' on its own line")
+    for name, hv in root_hosts.items():
         if hv is not None and not isinstance(hv, dict):
             raise InventoryError(file, f"all.hosts.{name}", "expected a mapping of host variables or nothing")
         declared[str(name)] = hv or {}
@@ -142,7 +164,7 @@ def _walk_groups(file: Path, root: Any, group_vars: dict) -> tuple[dict, dict, d
         names: set[str] = set()
         hosts = body.get("hosts") or {}
         if not isinstance(hosts, dict):
-            raise InventoryError(file, f"{path}.hosts", "expected a mapping of host names")
+            raise InventoryError(file, f"{path}.hosts", "expected a mapping of host names; write each host as 'name:' on its own line")
         for host, hv in hosts.items():
             host = str(host)
             if group != "all":
@@ -167,7 +189,7 @@ def _walk_groups(file: Path, root: Any, group_vars: dict) -> tuple[dict, dict, d
         vars_file, file_vars = group_vars.get(group, (file, {}))
         if inline_vars and file_vars:
             raise InventoryError(vars_file, "", f"group '{group}' also has vars in hosts.yml; keep them in one place")
-        var_map[group] = (vars_file, file_vars) if file_vars else (file, inline_vars)
+        var_map[group] = (vars_file, file_vars, "") if file_vars else (file, inline_vars, f"{path}.vars")
         members[group] = names
         return names
 
@@ -184,27 +206,35 @@ def _unknown_host(file: Path, key: str, host: str, declared: dict) -> InventoryE
     return InventoryError(file, key or host, f"unknown host '{host}'; {fix}")
 
 
-def _settings(default_file: Path, all_vars: tuple[Path, dict]) -> Settings:
-    file, variables = all_vars
+def _settings(default_file: Path, all_vars: tuple[Path, dict, str]) -> Settings:
+    file, variables, prefix = all_vars
     raw = variables.get("toppipe")
     if raw is None:
-        raise InventoryError(file, "toppipe", "site settings are missing; add a 'toppipe:' mapping with at least 'site: NAME'")
-    settings = schema.build(Settings, raw, file, "toppipe")
+        where = " in group_vars/all.yml" if file == default_file else ""
+        raise InventoryError(
+            file, "toppipe", f"site settings are missing; add a 'toppipe:' mapping with at least 'site: NAME'{where}"
+        )
+    root = _join(prefix, "toppipe")
+    settings = schema.build(Settings, raw, file, root)
     if not SITE_NAME.match(settings.site):
-        raise InventoryError(file, "toppipe.site", f"'{settings.site}' is not a site name; use lowercase letters, digits and '-'")
+        raise InventoryError(file, f"{root}.site", f"'{settings.site}' is not a site name; use lowercase letters, digits and '-'")
     ports: dict[int, str] = {}
     for name in ("scheduler", "dashboard", "jupyter"):
         port = getattr(settings.ports, name)
         if not 1 <= port <= 65535:
-            raise InventoryError(file, f"toppipe.ports.{name}", f"{port} is not a TCP port; use 1-65535")
+            raise InventoryError(file, f"{root}.ports.{name}", f"{port} is not a TCP port; use 1-65535")
         if port in ports:
-            raise InventoryError(file, f"toppipe.ports.{name}", f"port {port} is also toppipe.ports.{ports[port]}; give each service its own port")
+            raise InventoryError(
+                file, f"{root}.ports.{name}", f"port {port} is also {root}.ports.{ports[port]}; give each service its own port"
+            )
         ports[port] = name
     workers = settings.workers
-    if workers.per_host < 0 or workers.threads < 1:
-        raise InventoryError(file, "toppipe.workers", "per_host must be 0 or more and threads 1 or more")
+    if workers.per_host < 0:
+        raise InventoryError(file, f"{root}.workers.per_host", f"{workers.per_host} is negative; use 0 or more")
+    if workers.threads < 1:
+        raise InventoryError(file, f"{root}.workers.threads", f"{workers.threads} threads cannot run a worker; use 1 or more")
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", workers.memory):
-        raise InventoryError(file, "toppipe.workers.memory", f"'{workers.memory}' is not a size; write it like 2GiB or 512MiB")
+        raise InventoryError(file, f"{root}.workers.memory", f"'{workers.memory}' is not a size; write it like 2GiB or 512MiB")
     return settings
 
 
@@ -226,40 +256,54 @@ def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Ho
     groups = tuple(sorted(g for g, m in members.items() if name in m and g != "all"))
     merged: dict[str, Any] = {}
     sources: dict[str, Path] = {}
+    paths: dict[str, str] = {}  # key path of the mapping each value was read from, "" for a whole file
     for group in ["all", *groups]:
-        gfile, gvars = group_var_map.get(group, (hosts_file, {}))
+        gfile, gvars, gpath = group_var_map.get(group, (hosts_file, {}, ""))
         for key, value in gvars.items():
             if key == "toppipe":
                 if group != "all":
-                    raise InventoryError(gfile, "toppipe", "site settings belong in group_vars/all.yml; move them there")
+                    raise InventoryError(gfile, _join(gpath, "toppipe"), "site settings belong in group_vars/all.yml; move them there")
                 continue
-            merged[key], sources[key] = value, gfile
+            key = str(key)
+            merged[key], sources[key], paths[key] = value, gfile, gpath
     for key, value in inline.items():
-        merged[key], sources[key] = value, hosts_file
+        key = str(key)
+        merged[key], sources[key], paths[key] = value, hosts_file, f"all.hosts.{name}"
     if own:
         ofile, ovars = own
         if inline:
             raise InventoryError(ofile, "", f"host '{name}' also has variables in hosts.yml; keep them in one place")
         for key, value in ovars.items():
-            merged[key], sources[key] = value, ofile
+            key = str(key)
+            merged[key], sources[key], paths[key] = value, ofile, ""
     known: dict[str, Any] = {}
     extra: list[tuple[str, object]] = []
     for key, value in merged.items():
-        key = str(key)
         if key in _HOSTVAR_NAMES:
-            where = _host_key(sources[key], hosts_file, name, key)
-            known[key] = schema.convert(_HOSTVAR_TYPES[key], value, sources[key], where)
+            known[key] = schema.convert(_HOSTVAR_TYPES[key], value, sources[key], _join(paths[key], key))
             continue
+        if key == "toppipe":
+            raise InventoryError(sources[key], _join(paths[key], key), "site settings belong in group_vars/all.yml; move them there")
         guess = schema.nearest(key, _HOSTVAR_NAMES)
         if key.startswith("toppipe") or (guess and _close(key, guess)):
-            raise schema.unknown_key_error(sources[key], _host_key(sources[key], hosts_file, name, ""), key, _HOSTVAR_NAMES)
+            raise schema.unknown_key_error(sources[key], paths[key], key, _HOSTVAR_NAMES)
         extra.append((key, value))
     hv = HostVars(**known)
     if hv.toppipe_workers is not None and hv.toppipe_workers < 0:
-        raise InventoryError(sources["toppipe_workers"], "toppipe_workers", "must be 0 or more")
+        key = "toppipe_workers"
+        raise InventoryError(sources[key], _join(paths[key], key), f"{hv.toppipe_workers} is negative; use 0 or more")
     if hv.ansible_port is not None and not 1 <= hv.ansible_port <= 65535:
-        raise InventoryError(sources["ansible_port"], "ansible_port", f"{hv.ansible_port} is not a TCP port; use 1-65535")
+        key = "ansible_port"
+        raise InventoryError(sources[key], _join(paths[key], key), f"{hv.ansible_port} is not a TCP port; use 1-65535")
+    known_hosts, jump = _ssh_options(hv.ansible_ssh_common_args, sources.get("ansible_ssh_common_args"))
     local = hv.ansible_connection == "local"
+    if "client" in groups and not local:
+        key = "ansible_connection"
+        if key in sources:
+            file, where = sources[key], _join(paths[key], key)
+        else:
+            file, where = (own[0], key) if own else (hosts_file, f"all.hosts.{name}.{key}")
+        raise InventoryError(file, where, "the client host is this machine; set ansible_connection: local")
     return Host(
         name=name,
         address=hv.ansible_host or (settings.bind if local else name),
@@ -267,6 +311,8 @@ def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Ho
         user=hv.ansible_user,
         port=hv.ansible_port,
         ssh_key=hv.ansible_ssh_private_key_file,
+        known_hosts=known_hosts,
+        jump=jump,
         groups=groups,
         runtime=hv.toppipe_runtime or settings.runtime,
         workers=(hv.toppipe_workers if hv.toppipe_workers is not None else settings.workers.per_host)
@@ -277,15 +323,38 @@ def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Ho
     )
 
 
+SSH_OPTIONS = ("UserKnownHostsFile", "StrictHostKeyChecking", "ProxyJump")
+
+
+def _ssh_options(args: str | None, file: Path | None) -> tuple[str | None, str | None]:
+    """The known-hosts file and jump host from ``-o Key=Value`` ssh arguments.
+
+    Only options both engines honour alike are accepted; host keys are always
+    checked strictly.
+    """
+    if not args:
+        return None, None
+    options: dict[str, str] = {}
+    words = args.split()
+    while words:
+        word = words.pop(0)
+        if word != "-o" or not words or "=" not in words[0]:
+            raise InventoryError(file, "ansible_ssh_common_args", f"cannot use '{word}'; write options as -o Key=Value ({', '.join(SSH_OPTIONS)})")
+        key, value = words.pop(0).split("=", 1)
+        if key not in SSH_OPTIONS:
+            raise InventoryError(file, "ansible_ssh_common_args", f"ssh option {key} is not supported; toppipe understands {', '.join(SSH_OPTIONS)}")
+        options[key] = value
+    if options.get("StrictHostKeyChecking", "yes") != "yes":
+        raise InventoryError(file, "ansible_ssh_common_args", "StrictHostKeyChecking must stay yes; add the host's key to the known-hosts file instead")
+    return options.get("UserKnownHostsFile"), options.get("ProxyJump")
+
+
 def _close(key: str, guess: str) -> bool:
     return difflib.SequenceMatcher(None, key, guess).ratio() >= 0.85
 
 
-def _host_key(source: Path, hosts_file: Path, host: str, key: str) -> str:
-    prefix = f"all.hosts.{host}" if source == hosts_file else ""
-    if not key:
-        return prefix
-    return f"{prefix}.{key}" if prefix else key
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _check_client(site: Site, file: Path) -> None:

@@ -41,6 +41,18 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class SlurmSettings:
+    """Dask workers inside Slurm allocations (sites with a ``slurm`` group)."""
+
+    partition: str | None = None
+    account: str | None = None
+    walltime: str = "01:00:00"
+    cores: int = 1
+    memory: str = "2GiB"
+    max_jobs: int = 8
+
+
+@dataclass(frozen=True)
 class Paths:
     """Where things live. ``root`` is on each host; ``state`` on the client.
 
@@ -50,6 +62,7 @@ class Paths:
     state: str | None = None
     root: str | None = None
     project: str = "../.."
+    shared: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,7 @@ class Settings:
     ports: Ports = field(default_factory=Ports)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     paths: Paths = field(default_factory=Paths)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class HostVars:
     ansible_user: str | None = None
     ansible_connection: Connection = "ssh"
     ansible_ssh_private_key_file: str | None = None
+    ansible_ssh_common_args: str | None = None
     ansible_python_interpreter: str | None = None
     toppipe_workers: int | None = None
     toppipe_runtime: Runtime | None = None
@@ -89,6 +104,8 @@ class Host:
     user: str | None
     port: int | None
     ssh_key: str | None
+    known_hosts: str | None
+    jump: str | None
     groups: tuple[str, ...]
     runtime: Runtime
     workers: int
@@ -133,13 +150,17 @@ class Site:
         """The client-side state folder of this site (private, per user)."""
         return state_dir_for(self.name, self.settings.paths.state)
 
-    def host_root(self, host: Host) -> str:
-        """The folder on *host* where this site keeps services, config and data."""
+    def host_root(self, host: Host, home: str | None = None) -> str:
+        """The folder on *host* where this site keeps services, config and data.
+
+        ``paths.root`` if set; the state folder on the client; else
+        ``<home>/.toppipe/<site>`` with the remote user's *home*.
+        """
         if self.settings.paths.root:
             return self.settings.paths.root
         if host.is_local:
             return str(self.state_dir)
-        return f".toppipe/{self.name}"
+        return f"{home or '~'}/.toppipe/{self.name}"
 
     @property
     def project_dir(self) -> Path:
