@@ -70,7 +70,7 @@ def cmd_up(site: Site, args) -> int:
         printer(result)
 
     try:
-        result = lifecycle.up(_engine(), site, progress)
+        result = lifecycle.up(_engine(), site, progress, note=lambda text: display.out(f"  {text}"))
     except DeployError as exc:
         journal.finish(exc.exit_code, None, str(exc))
         raise

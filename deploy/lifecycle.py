@@ -9,9 +9,10 @@ progress callback and render the returned reports.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from deploy import UserError
+from deploy import UserError, artifacts
 from deploy.engine import Engine, Progress, RunReport
 from deploy.inventory import Host, Site
 from deploy.resources import Action, Ensure, ServiceSpec
@@ -21,26 +22,37 @@ from roles import ROLES, HostContext
 from roles.records import records_url
 
 
-def host_python(site: Site, host: Host) -> str:
+def host_python(host: Host, root: str) -> str:
     """The Python of the pinned environment on *host*."""
     if host.python:
         return host.python
     if host.is_local:
         return sys.executable
-    return f"{site.host_root(host)}/venv/bin/python"
+    return f"{root}/venv/bin/python"
 
 
-def contexts(site: Site, secrets: SiteFiles) -> dict[str, HostContext]:
-    return {
-        host.name: HostContext(
+def contexts(engine: Engine, site: Site, secrets: SiteFiles, shipped: dict | None = None) -> dict[str, HostContext]:
+    """Per host: where the site lives there and what it receives."""
+    homes = engine.home_dirs(site)
+    found = {}
+    for host in site.hosts:
+        root = site.host_root(host, homes.get(host.name))
+        found[host.name] = HostContext(
             site=site,
             host=host,
-            root=site.host_root(host),
-            python=host_python(site, host),
+            root=root,
+            python=host_python(host, root),
             files=secrets.for_host(is_client="client" in host.groups),
+            artifacts=shipped or {},
         )
-        for host in site.hosts
-    }
+    return found
+
+
+def build_artifacts(site: Site, note: Callable[[str], None]) -> dict:
+    """Wheelhouse and code bundle, when the site has remote hosts."""
+    if all(h.is_local for h in site.hosts):
+        return {}
+    return {"wheelhouse": artifacts.wheelhouse(note), "source": artifacts.source_bundle()}
 
 
 def up_actions(site: Site, ctxs: dict[str, HostContext]) -> list[Action]:
@@ -130,9 +142,9 @@ def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
     }
 
 
-def up(engine: Engine, site: Site, progress: Progress | None = None) -> UpResult:
+def up(engine: Engine, site: Site, progress: Progress | None = None, note: Callable[[str], None] = lambda _: None) -> UpResult:
     secrets = site_files(site)
-    ctxs = contexts(site, secrets)
+    ctxs = contexts(engine, site, secrets, build_artifacts(site, note))
     preflight(engine, site, ctxs)
     secrets.save(site)
     report = engine.apply(site, up_actions(site, ctxs), progress)
@@ -143,12 +155,12 @@ def up(engine: Engine, site: Site, progress: Progress | None = None) -> UpResult
 
 
 def plan(engine: Engine, site: Site) -> RunReport:
-    ctxs = contexts(site, site_files(site))
+    ctxs = contexts(engine, site, site_files(site), build_artifacts(site, lambda _: None))
     return engine.plan(site, up_actions(site, ctxs))
 
 
 def down(engine: Engine, site: Site, purge: bool, progress: Progress | None = None) -> RunReport:
-    ctxs = contexts(site, site_files(site))
+    ctxs = contexts(engine, site, site_files(site))
     report = engine.apply(site, down_actions(site, ctxs, purge), progress)
     connection = site.state_dir / "connection.json"
     if report.ok and connection.exists():
@@ -157,5 +169,5 @@ def down(engine: Engine, site: Site, purge: bool, progress: Progress | None = No
 
 
 def status(engine: Engine, site: Site) -> dict[tuple[str, str], ServiceState]:
-    ctxs = contexts(site, site_files(site))
+    ctxs = contexts(engine, site, site_files(site))
     return engine.service_states(site, services(site, ctxs))

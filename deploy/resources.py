@@ -37,6 +37,18 @@ class File:
 
 
 @dataclass(frozen=True)
+class Upload:
+    """A copy of the client's file *source* at *path* (compared by hash, sent only when it differs)."""
+
+    source: str
+    path: str
+    mode: int = 0o600
+
+    def describe(self) -> str:
+        return f"upload {self.path}"
+
+
+@dataclass(frozen=True)
 class Absent:
     """A path that must not exist (used by ``down --purge``)."""
 
@@ -99,7 +111,7 @@ class Service:
         return f"{'start' if self.running else 'stop'} {self.spec.name}"
 
 
-Resource = Directory | File | Absent | Ensure | Service
+Resource = Directory | File | Upload | Absent | Ensure | Service
 
 
 @dataclass(frozen=True)

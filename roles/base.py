@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import abc
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from deploy.artifacts import Artifact
 from deploy.inventory import Host, Site
 from deploy.resources import Resource, ServiceSpec
 
@@ -24,6 +25,7 @@ class HostContext:
     root: str
     python: str
     files: dict[str, bytes]
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
 
     def path(self, *parts: str) -> str:
         """A path under the site's folder on this host."""

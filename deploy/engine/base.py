@@ -75,5 +75,9 @@ class Engine(abc.ABC):
         """The observed state of each (host, service), keyed by (host, name)."""
 
     @abc.abstractmethod
+    def home_dirs(self, site: Site) -> dict[str, str]:
+        """The deploying user's home folder on each reachable remote host."""
+
+    @abc.abstractmethod
     def leftovers(self, site: Site) -> dict[str, list[int]]:
         """Pids of the site's processes still running, per host."""

@@ -23,7 +23,7 @@ from pyinfra.operations import files
 from deploy import DeployError
 from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
 from deploy.inventory import Host, Site
-from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec
+from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec, Upload
 from deploy.runtime import ServiceState, get_runtime
 
 logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
@@ -129,6 +129,9 @@ class PyinfraEngine(Engine):
                 data["ssh_port"] = host.port
             if host.ssh_key:
                 data["ssh_key"] = host.ssh_key
+            if host.known_hosts:
+                data["ssh_known_hosts_file"] = host.known_hosts
+            data["ssh_strict_host_key_checking"] = "yes"
             names.append((host.name, data))
         return Inventory((names, {}))
 
@@ -159,6 +162,11 @@ class PyinfraEngine(Engine):
         elif isinstance(resource, File):
             result = add_op(
                 state, files.put, src=io.BytesIO(resource.content), dest=resource.path,
+                mode=f"{resource.mode:o}", add_deploy_dir=False, **kwargs,
+            )  # fmt: skip
+        elif isinstance(resource, Upload):
+            result = add_op(
+                state, files.put, src=resource.source, dest=resource.path,
                 mode=f"{resource.mode:o}", add_deploy_dir=False, **kwargs,
             )  # fmt: skip
         elif isinstance(resource, Absent):
@@ -231,6 +239,19 @@ class PyinfraEngine(Engine):
         finally:
             disconnect_all(state)
         return found
+
+    def home_dirs(self, site: Site) -> dict[str, str]:
+        if all(h.is_local for h in site.hosts):
+            return {}
+        state, hosts, _ = self._connect(site, check_for_changes=True)
+        try:
+            return {
+                name: host.get_fact(ShellOutput, script='echo "$HOME"').strip()
+                for name, host in hosts.items()
+                if not site.host(name).is_local
+            }
+        finally:
+            disconnect_all(state)
 
     def leftovers(self, site: Site) -> dict[str, list[int]]:
         state, hosts, _ = self._connect(site, check_for_changes=True)

@@ -86,7 +86,9 @@ for step in $(seq 1 {steps}); do
   for hp in {probes}; do
     timeout 2 bash -c "exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}" 2>/dev/null || ready=0
   done
-  [ "$ready" = 1 ] && [ -n "{probes}" ] && exit 0
+  if [ "$ready" = 1 ] && [ -n "{probes}" ]; then
+    sleep 0.3; kill -0 "$pid" 2>/dev/null && exit 0  # still alive once its ports answer
+  fi
   [ -z "{probes}" ] && [ "$step" -ge 5 ] && exit 0
   sleep 0.2
 done

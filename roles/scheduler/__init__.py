@@ -1,9 +1,38 @@
-"""The dask scheduler and its dashboard, TLS only."""
+"""The site agent on the scheduler host: dask's scheduler (TLS only), its
+dashboard, and on Slurm sites the SLURMCluster that submits worker jobs."""
 
 from __future__ import annotations
 
-from deploy.resources import Resource, Service, ServiceSpec
+import yaml
+
+from deploy.resources import Directory, File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
+
+
+def agent_config(ctx: HostContext) -> dict:
+    """What ``toppipe.agent`` reads: where to listen and, with Slurm, how to submit."""
+    site, settings = ctx.site, ctx.site.settings
+    config = {
+        "site": site.name,
+        "host": settings.bind if ctx.host.is_local else ctx.host.address,
+        "port": settings.ports.scheduler,
+        "dashboard": f"{settings.bind}:{settings.ports.dashboard}",
+        "scheduler_file": ctx.path("scheduler.json"),
+    }
+    if "slurm" in ctx.host.groups:
+        slurm = settings.slurm
+        shared = settings.paths.shared or ctx.root
+        config["slurm"] = {
+            "partition": slurm.partition,
+            "account": slurm.account,
+            "walltime": slurm.walltime,
+            "cores": slurm.cores,
+            "memory": slurm.memory,
+            "python": ctx.python,
+            "job_name": f"toppipe-{site.name}",
+            "workdir": f"{shared}/{site.name}/slurm",
+        }
+    return config
 
 
 class SchedulerRole(Role):
@@ -11,18 +40,24 @@ class SchedulerRole(Role):
     group = "scheduler"
 
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
-        settings = ctx.site.settings
-        bind = settings.bind if ctx.host.is_local else ctx.host.address
-        argv = [
-            ctx.python, "-m", "distributed.cli.dask_scheduler",
-            "--host", bind,
-            "--port", str(settings.ports.scheduler),
-            "--protocol", "tls",
-            "--dashboard-address", f"{settings.bind}:{settings.ports.dashboard}",
-            "--scheduler-file", ctx.path("scheduler.json"),
-        ]  # fmt: skip
-        ports = ((bind, settings.ports.scheduler), (settings.bind, settings.ports.dashboard))
-        return [ctx.spec("scheduler", argv, ports=ports)]
+        config = agent_config(ctx)
+        argv = [ctx.python, "-m", "toppipe.agent", ctx.path("etc", "agent.yaml")]
+        ports = ((config["host"], config["port"]), tuple(config["dashboard"].rsplit(":", 1)))
+        ports = ((ports[0][0], ports[0][1]), (ports[1][0], int(ports[1][1])))
+        # The config's digest is in the spec, so a changed config restarts the agent.
+        env = (("TOPPIPE_AGENT_CONFIG", _digest(config)),)
+        return [ctx.spec("scheduler", argv, ports=ports, env=env)]
 
     def up(self, ctx: HostContext) -> list[Resource]:
-        return [Service(spec) for spec in self.services(ctx)]
+        config = agent_config(ctx)
+        resources: list[Resource] = [File(ctx.path("etc", "agent.yaml"), yaml.safe_dump(config, sort_keys=True).encode(), 0o600)]
+        if "slurm" in config:
+            workdir = config["slurm"]["workdir"]
+            resources += [Directory(workdir.rsplit("/", 1)[0], 0o700), Directory(workdir, 0o700), Directory(f"{workdir}/logs", 0o700)]
+        return resources + [Service(spec) for spec in self.services(ctx)]
+
+
+def _digest(config: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(yaml.safe_dump(config, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,182 @@
+"""The site agent: the dask scheduler, plus Slurm workers on Slurm sites.
+
+Runs on the scheduler host as a service (``python -m toppipe.agent CONFIG``).
+On a site with Slurm it hosts a dask-jobqueue ``SLURMCluster`` whose
+scheduler *is* the site's scheduler, so job submission happens here, next
+to Slurm, and never on the desktop. Sessions reach it through scheduler
+handlers: ``toppipe_scale``, ``toppipe_adapt`` and ``toppipe_workers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from typing import Any
+
+import yaml
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+
+def seconds(walltime: str) -> int:
+    """Slurm's [D-]HH:MM:SS (or MM:SS) as seconds."""
+    days, _, clock = walltime.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, secs = parts
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + secs
+
+
+def lifetime_args(walltime: str) -> list[str]:
+    """Retire each Slurm worker before its walltime, staggered so peers outlive it."""
+    total = seconds(walltime)
+    margin = max(30, total // 10)
+    stagger = max(5, total // 20)
+    return ["--lifetime", f"{max(total - margin - stagger, 10)}s", "--lifetime-stagger", f"{stagger}s"]
+
+
+def slurm_cluster_options(config: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for SLURMCluster, from the agent's config (pure, tested)."""
+    slurm = config["slurm"]
+    shared = slurm["workdir"]
+    options = {
+        "queue": slurm.get("partition"),
+        "account": slurm.get("account"),
+        "walltime": slurm["walltime"],
+        "cores": slurm["cores"],
+        "processes": 1,
+        "memory": slurm["memory"],
+        "python": slurm["python"],
+        "job_name": slurm["job_name"],
+        "log_directory": f"{shared}/logs",
+        "job_extra_directives": [f"--chdir={shared}"],
+        "job_script_prologue": [f"export TOPPIPE_SERVICE={config['site']}/slurm-worker"],
+        "worker_extra_args": [*lifetime_args(slurm["walltime"]), "--resources", "slurm=1"],
+        "local_directory": "$TMPDIR" if slurm.get("node_tmp") else f"{shared}/work",
+    }
+    if slurm.get("interface"):
+        options["interface"] = slurm["interface"]
+    return {k: v for k, v in options.items() if v is not None}
+
+
+class Agent:
+    """Owns the scheduler (and the Slurm cluster) until told to stop."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.cluster = None
+        self.scheduler = None
+        self.joined: dict[str, float] = {}
+
+    async def start(self) -> None:
+        from distributed import Scheduler
+        from distributed.security import Security
+
+        security = Security()  # TLS files and require-encryption come from DASK_CONFIG
+        scheduler_options = {
+            "host": self.config["host"],
+            "port": self.config["port"],
+            "dashboard_address": self.config["dashboard"],
+            "protocol": "tls",
+            "security": security,
+        }
+        if self.config.get("scheduler_file"):
+            scheduler_options["scheduler_file"] = self.config["scheduler_file"]
+        if self.config.get("slurm"):
+            from dask_jobqueue import SLURMCluster
+
+            self.cluster = await SLURMCluster(
+                asynchronous=True, security=security, protocol="tls://", scheduler_options=scheduler_options,
+                **slurm_cluster_options(self.config),
+            )  # fmt: skip
+            self.scheduler = self.cluster.scheduler
+        else:
+            self.scheduler = await Scheduler(**scheduler_options)
+        self.scheduler.handlers.update(
+            toppipe_scale=self.scale, toppipe_adapt=self.adapt, toppipe_workers=self.workers
+        )
+        for address in self.scheduler.workers:
+            self.joined[address] = time.time()
+        self.scheduler.add_plugin(_JoinTimes(self.joined))
+
+    def _need_slurm(self) -> None:
+        if self.cluster is None:
+            raise ValueError("this site has no Slurm: add a slurm group to its inventory, or scale on='hosts'")
+
+    def scale(self, n: int) -> dict:
+        """Keep exactly *n* Slurm workers, replacing those that retire or die."""
+        self._need_slurm()
+        self.cluster.adapt(minimum=n, maximum=n, wait_count=1, interval="1s")
+        return {"target": n}
+
+    def adapt(self, minimum: int, maximum: int) -> dict:
+        self._need_slurm()
+        self.cluster.adapt(minimum=minimum, maximum=maximum, interval="1s")
+        return {"minimum": minimum, "maximum": maximum}
+
+    def workers(self) -> list[dict]:
+        jobs = {}
+        if self.cluster is not None:
+            jobs = {str(name): getattr(job, "job_id", None) for name, job in self.cluster.workers.items()}
+        found = []
+        for address, ws in self.scheduler.workers.items():
+            found.append(
+                {
+                    "address": address,
+                    "name": str(ws.name),
+                    "host": ws.host,
+                    "slurm_job": jobs.get(str(ws.name)),
+                    "since": self.joined.get(address),
+                    "threads": ws.nthreads,
+                    "memory_limit": ws.memory_limit,
+                }
+            )
+        return found
+
+    async def stop(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()  # scancels every job it submitted
+        elif self.scheduler is not None:
+            await self.scheduler.close()
+
+
+class _JoinTimes(SchedulerPlugin):
+    """A scheduler plugin that remembers when each worker joined."""
+
+    name = "toppipe-join-times"
+
+    def __init__(self, joined: dict[str, float]):
+        self.joined = joined
+
+    def add_worker(self, scheduler=None, worker=None, **kwargs):
+        self.joined[worker] = time.time()
+
+    def remove_worker(self, scheduler=None, worker=None, **kwargs):
+        self.joined.pop(worker, None)
+
+
+async def run(config: dict[str, Any]) -> None:
+    agent = Agent(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.start()
+    await stop.wait()
+    await agent.stop()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m toppipe.agent CONFIG.yaml", file=sys.stderr)
+        return 2
+    with open(argv[0]) as handle:
+        config = yaml.safe_load(handle)
+    asyncio.run(run(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
