@@ -31,7 +31,7 @@ build_apptainer() {
     local dir=$1 tmp=$1.tmp mirror
     mirror=$(apt_mirror main) || true
     [ -n "$mirror" ] || die "no Debian archive found in /etc/apt/sources.list(.d)"
-    rm -rf "$tmp" && mkdir -p "$tmp"/apt/{lists/partial,archives/partial,sources,cache} "$tmp/debs"
+    rm -rf --one-file-system "$tmp" && mkdir -p "$tmp"/apt/{lists/partial,archives/partial,sources,cache} "$tmp/debs"
     # a private apt configuration for unstable: the machine's own apt setup
     # (sources, lists, pinning) stays untouched
     printf 'Types: deb\nURIs: %s\nSuites: sid\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \

@@ -1,41 +1,10 @@
 # shellcheck shell=bash
-# Build steps of `lab up`, all cached under $LAB_CACHE:
-#   - the machine's own tools (Debian packages, installed only when missing)
+# The base tree of every host, cached under $LAB_CACHE:
 #   - base-<key>/rootfs: one debootstrap tree that every host mounts read-only
 #     as the lower layer of its overlayfs root
 #   - base-<key>/repo:   the local apt repository the base was installed from
 # <key> hashes the suite, the architecture, packages.txt and this file, so
 # changing any of them builds a new base; older bases are pruned.
-
-# command -> Debian package, for the tools `lab` runs on the machine
-declare -A LAB_MACHINE_TOOLS=(
-    [debootstrap]=debootstrap [ip]=iproute2 [bridge]=iproute2
-    [unshare]=util-linux [nsenter]=util-linux [pivot_root]=util-linux [setsid]=util-linux
-    [ssh]=openssh-client [ssh-keygen]=openssh-client
-    [patchelf]=patchelf [apt-ftparchive]=apt-utils
-    [mksquashfs]=squashfs-tools [newuidmap]=uidmap
-    [update-ca-certificates]=ca-certificates
-)
-
-ensure_machine_packages() {
-    local cmd missing=()
-    for cmd in "${!LAB_MACHINE_TOOLS[@]}"; do
-        command -v "$cmd" >/dev/null || missing+=("${LAB_MACHINE_TOOLS[$cmd]}")
-    done
-    # apt must not start services in this machine (no init system here)
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\n# made by toppipe scripts/lab: never start services from apt\nexit 101\n' \
-            >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-    fi
-    [ ${#missing[@]} -eq 0 ] && return 0
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    log "installing on the machine: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq || die "apt-get update failed"
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-        || die "apt-get install ${missing[*]} failed"
-}
 
 lab_packages() { sed 's/#.*//' "$LAB_DIR/packages.txt" | xargs; }
 
@@ -53,7 +22,7 @@ ensure_base() {
     mirror=$(apt_mirror main) || true
     security=$(apt_mirror security) || true
     [ -n "$mirror" ] || die "no Debian archive found in /etc/apt/sources.list(.d)"
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/repo"
+    rm -rf --one-file-system "$dir.tmp" && mkdir -p "$dir.tmp/repo"
     timed "debootstrap $LAB_SUITE base (about 30-60 s)" run_debootstrap "$dir.tmp" "$mirror"
     timed "local apt repository + packages into the base (about 1 min)" \
         build_base_packages "$dir.tmp" "$mirror" "$security"
@@ -65,8 +34,13 @@ ensure_base() {
     done
 }
 
+# In a private mount + pid namespace (as the chroot step below): the mounts
+# debootstrap makes in the target, and its processes, cannot outlive it.
+# Marked TOPPIPE_LAB_BUILD and without the lock's fd 9, so that after a
+# crash `lab down` can find and end it.
 run_debootstrap() {
-    debootstrap --variant=minbase "$LAB_SUITE" "$1/rootfs" "$2" >"$1/debootstrap.log" 2>&1 \
+    TOPPIPE_LAB_BUILD=1 unshare --mount --pid --fork --propagation private \
+        debootstrap --variant=minbase "$LAB_SUITE" "$1/rootfs" "$2" >"$1/debootstrap.log" 2>&1 9>&- \
         || { tail -20 "$1/debootstrap.log" >&2; return 1; }
 }
 
@@ -88,7 +62,7 @@ build_base_packages() {
     mkdir -p "$r/etc/postgresql-common"
     echo 'create_main_cluster = false' >"$r/etc/postgresql-common/createcluster.conf"
     mkdir -p "$r$LAB_REPO_IN_HOST"
-    cp /etc/resolv.conf "$r/etc/resolv.conf"
+    cp -L /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
 
     # A private mount + pid namespace: the chroot's mounts and any stray
     # process vanish with it, even if this build is killed half-way.
@@ -103,6 +77,7 @@ build_base_packages() {
         run_in apt-get update -qq
         # shellcheck disable=SC2086
         run_in apt-get install -y -qq --no-install-recommends --download-only $pkgs
+        run_in apt-get dist-upgrade -y -qq --download-only   # -updates, -security
         mv "$r"/var/cache/apt/archives/*.deb "$repo/"
         (cd "$repo" && apt-ftparchive packages . >Packages && gzip -9kf Packages \
             && apt-ftparchive release . >Release)
@@ -111,6 +86,7 @@ build_base_packages() {
         rm -rf "$r"/var/lib/apt/lists/*
         run_in apt-get update -qq
         # shellcheck disable=SC2086
+        run_in apt-get dist-upgrade -y -qq >/dev/null
         run_in apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
         run_in apt-get clean
         # the lab user: same uid everywhere; "*" (not "!") so that sshd
@@ -123,7 +99,7 @@ build_base_packages() {
         run_in chown slurm:slurm /var/lib/slurm/slurmctld /var/log/slurm
         umount "$r$inrepo" "$r/sys" "$r/dev" "$r/proc"
     ' build "$r" "$d/repo" "$LAB_REPO_IN_HOST" "$(lab_packages)" "$LAB_USER" "$LAB_UID" \
-        >"$d/packages.log" 2>&1 || { tail -20 "$d/packages.log" >&2; return 1; }
+        >"$d/packages.log" 2>&1 9>&- || { tail -20 "$d/packages.log" >&2; return 1; }
     # hosts have no DNS: names come from /etc/hosts
     echo '# toppipe lab: no DNS, names are in /etc/hosts' >"$r/etc/resolv.conf"
 }

@@ -87,16 +87,21 @@ host_exec() {
     nsenter -t "$pid" -m -u -i -n -p -r -w env -i PATH=$HOST_PATH HOME=/root LANG=C.UTF-8 "$@"
 }
 
-# The first Debian archive URI (not the security one) configured on the
-# machine; read at run time so that no mirror host name lives in the repo.
+# The Debian archive URI configured on the machine (kind "main", or
+# "security"), read at run time so that no mirror host name lives in the
+# repo. Prefers URIs ending in /debian (/debian-security) over any other
+# URI that merely mentions debian.
 apt_mirror() {
-    local kind=${1:-main}
-    {
+    local kind=${1:-main} uris
+    uris=$({
         cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
             | awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /\]$/) { print $i; break } }'
         cat /etc/apt/sources.list.d/*.sources 2>/dev/null \
             | awk 'tolower($1) == "uris:" { for (i = 2; i <= NF; i++) print $i }'
-    } | sed 's:/*$::' | awk -v kind="$kind" '
-        kind == "security" && /debian-security/ { print; exit }
-        kind == "main" && /debian/ && !/security/ { print; exit }'
+    } | sed 's:/*$::')
+    if [ "$kind" = security ]; then
+        { grep '/debian-security$' <<<"$uris" || grep 'debian-security' <<<"$uris"; } | head -1
+    else
+        { grep '/debian$' <<<"$uris" || grep 'debian' <<<"$uris" | grep -v security; } | head -1
+    fi
 }

@@ -26,6 +26,11 @@ prepare_site() {
     ssh-keygen -q -t ed25519 -N '' -C "$LAB_USER@toppipe-lab" -f "$SSH_KEY"
     chmod 600 "$SSH_KEY"
 
+    # the lab user's key inside the site (login -> nodes), as on real
+    # clusters; a different key from the machine's one
+    rm -f "$SSH_DIR/site_ed25519" "$SSH_DIR/site_ed25519.pub"
+    ssh-keygen -q -t ed25519 -N '' -C "$LAB_USER@toppipe-lab-site" -f "$SSH_DIR/site_ed25519"
+
     # one munge key for every host
     local munge_key=$LAB_STATE/munge.key
     head -c 1024 /dev/urandom >"$munge_key" && chmod 600 "$munge_key"
@@ -80,7 +85,10 @@ EOF
     install -m 400 "$munge_key" "$s/etc/munge/munge.key"
     chown "$munge_ids" "$s/etc/munge/munge.key"
     install -m 700 -d "$s/home/$LAB_USER/.ssh"
-    install -m 600 "$SSH_KEY.pub" "$s/home/$LAB_USER/.ssh/authorized_keys"
+    cat "$SSH_KEY.pub" "$SSH_DIR/site_ed25519.pub" >"$s/home/$LAB_USER/.ssh/authorized_keys"
+    install -m 600 "$SSH_DIR/site_ed25519" "$s/home/$LAB_USER/.ssh/id_ed25519"
+    install -m 644 "$SSH_DIR/site_ed25519.pub" "$s/home/$LAB_USER/.ssh/id_ed25519.pub"
+    chmod 600 "$s/home/$LAB_USER/.ssh/authorized_keys"
     chown -R "$user_ids" "$s/home/$LAB_USER/.ssh"
     install -m 755 "$LAB_DIR/host-init.sh" "$s/etc/toppipe-lab/init.sh"
     echo "${LAB_ROLES[$h]}" >"$s/etc/toppipe-lab/roles"
@@ -162,8 +170,9 @@ write_lab_json() {
         hosts+="${hosts:+,}
     {\"name\": \"$h\", \"address\": \"${LAB_ADDR[$h]}\", \"roles\": $(json_list "${roles[@]}")}"
     done
-    local py_version appt_version
+    local py_version appt_version pg_bindir
     py_version=$(host_exec login python3 -c 'import platform; print(platform.python_version())')
+    pg_bindir=$(host_exec db sh -c 'ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1')
     appt_version=$("$(apptainer_dir)/usr/bin/apptainer" --version | awk '{ print $NF }')
     cat >"$LAB_JSON.tmp" <<EOF
 {
@@ -190,7 +199,9 @@ write_lab_json() {
   "apptainer": "$LAB_APPTAINER_BIN",
   "apptainer_version": "$appt_version",
   "apptainer_machine": "$LAB_APPTAINER_BIN",
-  "apt_repository": "$LAB_REPO_IN_HOST"
+  "apt_repository": "$LAB_REPO_IN_HOST",
+  "postgresql_bindir": "$pg_bindir",
+  "redis_server": "/usr/bin/redis-server"
 }
 EOF
     mv "$LAB_JSON.tmp" "$LAB_JSON"
