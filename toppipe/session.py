@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 import socket
@@ -38,6 +39,19 @@ class WorkerStatus:
     name: str
     host: str
     address: str
+    threads: int
+    memory_limit: int
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One dask worker: where it runs, since when, and its Slurm job if any."""
+
+    name: str
+    host: str
+    address: str
+    slurm_job: str | None
+    since: datetime.datetime | None
     threads: int
     memory_limit: int
 
@@ -144,6 +158,51 @@ class Session:
             for addr, w in sorted(info["workers"].items())
         )
         return SiteStatus(self.site, self.record["scheduler"], services, workers)
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every connected worker with its host, Slurm job id and start time."""
+        by_address = {address: name for name, address in self.record.get("hosts", {}).items()}
+        found = []
+        for w in self.client.sync(self.client.scheduler.toppipe_workers):
+            since = datetime.datetime.fromtimestamp(w["since"]) if w.get("since") else None
+            host = by_address.get(w["host"], w["host"])
+            found.append(WorkerInfo(w["name"], host, w["address"], w.get("slurm_job"), since, w["threads"], w["memory_limit"]))
+        return sorted(found, key=lambda w: (w.host, w.name))
+
+    def scale(self, n: int, on: str = "slurm") -> None:
+        """Run *n* workers in Slurm jobs (``on="slurm"``) or on the ssh worker hosts (``on="hosts"``).
+
+        Slurm workers are kept at *n*: one that retires before its walltime is
+        replaced. Host workers are spread over the workers group until the
+        next ``deploy up``, which restores the inventory's counts.
+        """
+        if on == "slurm":
+            self._call("toppipe_scale", n=n)
+        elif on == "hosts":
+            from deploy import DeployError
+            from deploy.engine import get_engine
+            from deploy.inventory import load_site
+            from deploy.lifecycle import scale_hosts
+
+            try:
+                report = scale_hosts(get_engine(), load_site(self.record["inventory"]), n)
+            except DeployError as exc:
+                raise ToppipeError(str(exc)) from None
+            if not report.ok:
+                failed = "; ".join(f"{r.action.host}: {r.message}" for r in report.failed) or str(report.unreachable)
+                raise ToppipeError(f"scaling host workers failed: {failed}")
+        else:
+            raise ToppipeError(f"on={on!r}: use on='slurm' or on='hosts'")
+
+    def adapt(self, minimum: int = 0, maximum: int = 4) -> None:
+        """Let the number of Slurm workers follow the load, between *minimum* and *maximum*."""
+        self._call("toppipe_adapt", minimum=minimum, maximum=maximum)
+
+    def _call(self, handler: str, **kwargs):
+        try:
+            return self.client.sync(getattr(self.client.scheduler, handler), **kwargs)
+        except ValueError as exc:
+            raise ToppipeError(str(exc)) from None
 
     def wait_for_workers(self, n: int, timeout: float = 60) -> None:
         """Block until at least *n* workers are connected."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import shlex
+from pathlib import Path
 from collections.abc import Iterator
 
 from pyinfra.api import Config, FactBase, Inventory, State, StringCommand, operation
@@ -21,12 +22,14 @@ from pyinfra.api.state import BaseStateCallback
 from pyinfra.operations import files
 
 from deploy import DeployError
+from deploy.files import write_private
 from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
 from deploy.inventory import Host, Site
 from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec, Upload
 from deploy.runtime import ServiceState, get_runtime
 
-logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
+for _noisy in ("pyinfra", "paramiko"):
+    logging.getLogger(_noisy).setLevel(logging.CRITICAL)
 
 
 def _bash(script: str) -> str:
@@ -109,6 +112,14 @@ class _Progress(BaseStateCallback):
         return result
 
 
+def _jump_config(site: Site) -> Path:
+    """An ssh config naming each host's jump host, which pyinfra's ssh client honours."""
+    lines = [f"Host {h.address}\n    ProxyJump {h.jump}\n" for h in site.hosts if h.jump]
+    path = site.state_dir / "ssh_config"
+    write_private(path, "".join(lines))
+    return path
+
+
 class PyinfraEngine(Engine):
     """Runs actions over pyinfra's ``@local`` and ssh connectors."""
 
@@ -132,6 +143,8 @@ class PyinfraEngine(Engine):
             if host.known_hosts:
                 data["ssh_known_hosts_file"] = host.known_hosts
             data["ssh_strict_host_key_checking"] = "yes"
+            if host.jump:
+                data["ssh_config_file"] = str(_jump_config(site))
             names.append((host.name, data))
         return Inventory((names, {}))
 

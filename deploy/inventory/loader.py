@@ -12,6 +12,7 @@ Hosts are declared once under ``all.hosts``; groups list them by name.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import typing
 from pathlib import Path
@@ -310,8 +311,8 @@ def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Ho
         connection=hv.ansible_connection,
         user=hv.ansible_user,
         port=hv.ansible_port,
-        ssh_key=hv.ansible_ssh_private_key_file,
-        known_hosts=known_hosts,
+        ssh_key=_expand(hv.ansible_ssh_private_key_file),
+        known_hosts=_expand(known_hosts),
         jump=jump,
         groups=groups,
         runtime=hv.toppipe_runtime or settings.runtime,
@@ -347,6 +348,11 @@ def _ssh_options(args: str | None, file: Path | None) -> tuple[str | None, str |
     if options.get("StrictHostKeyChecking", "yes") != "yes":
         raise InventoryError(file, "ansible_ssh_common_args", "StrictHostKeyChecking must stay yes; add the host's key to the known-hosts file instead")
     return options.get("UserKnownHostsFile"), options.get("ProxyJump")
+
+
+def _expand(path: str | None) -> str | None:
+    """``~`` in a client-side path means the user's home, as in ssh."""
+    return os.path.expanduser(path) if path else None
 
 
 def _close(key: str, guess: str) -> bool:

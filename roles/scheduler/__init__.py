@@ -3,9 +3,11 @@ dashboard, and on Slurm sites the SLURMCluster that submits worker jobs."""
 
 from __future__ import annotations
 
+import shlex
+
 import yaml
 
-from deploy.resources import Directory, File, Resource, Service, ServiceSpec
+from deploy.resources import Ensure, File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
 
 
@@ -52,8 +54,17 @@ class SchedulerRole(Role):
         config = agent_config(ctx)
         resources: list[Resource] = [File(ctx.path("etc", "agent.yaml"), yaml.safe_dump(config, sort_keys=True).encode(), 0o600)]
         if "slurm" in config:
-            workdir = config["slurm"]["workdir"]
-            resources += [Directory(workdir.rsplit("/", 1)[0], 0o700), Directory(workdir, 0o700), Directory(f"{workdir}/logs", 0o700)]
+            # Shared filesystems often set setgid on folders, which chmod keeps:
+            # check for the folder and its privacy, not for an exact mode.
+            logs = shlex.quote(config["slurm"]["workdir"] + "/logs")
+            top = shlex.quote(config["slurm"]["workdir"].rsplit("/", 1)[0])
+            resources.append(
+                Ensure(
+                    "Slurm work folder on the shared filesystem",
+                    check=f'[ -d {logs} ] && [ "$(stat -c %a {top} | tail -c 4)" = "700" ]',
+                    apply=f"mkdir -p {logs} && chmod 700 {top}",
+                )
+            )
         return resources + [Service(spec) for spec in self.services(ctx)]
 
 

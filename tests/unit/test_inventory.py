@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dataclasses
 from pathlib import Path
 
@@ -194,7 +196,8 @@ def test_known_host_vars_become_fields(tmp_path):
     )
     site = load_site(write_inventory(tmp_path / "inv", hosts))
     host = site.host("node1")
-    assert (host.user, host.port, host.ssh_key, host.connection) == ("deploy", 2222, "~/.ssh/k", "ssh")
+    assert (host.user, host.port, host.connection) == ("deploy", 2222, "ssh")
+    assert host.ssh_key == os.path.expanduser("~/.ssh/k")  # expanded on the client, as ssh does
     assert host.extra_vars == ()
 
 
