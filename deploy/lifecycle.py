@@ -8,6 +8,7 @@ progress callback and render the returned reports.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -15,7 +16,7 @@ from dataclasses import dataclass, fields
 from deploy import UserError, artifacts
 from deploy.engine import Engine, Progress, RunReport
 from deploy.inventory import Host, Site
-from deploy.resources import Action, Ensure, ServiceSpec
+from deploy.resources import Action, Ensure, Service, ServiceSpec
 from deploy.runtime import ServiceState, get_runtime
 from deploy.state import SiteFiles, site_files, write_connection
 from roles import ROLES, HostContext
@@ -171,3 +172,22 @@ def down(engine: Engine, site: Site, purge: bool, progress: Progress | None = No
 def status(engine: Engine, site: Site) -> dict[tuple[str, str], ServiceState]:
     ctxs = contexts(engine, site, site_files(site))
     return engine.service_states(site, services(site, ctxs))
+
+
+def scale_hosts(engine: Engine, site: Site, n: int) -> RunReport:
+    """Spread *n* dask workers over the workers group now (``up`` restores the inventory's counts)."""
+    hosts = site.group("workers")
+    if not hosts:
+        raise UserError(f"site '{site.name}' has no workers group to scale")
+    counts = {h.name: n // len(hosts) + (i < n % len(hosts)) for i, h in enumerate(hosts)}
+    ctxs = contexts(engine, site, site_files(site))
+    role = next(r for r in ROLES if r.name == "workers")
+    actions = []
+    for host in hosts:
+        ctx = dataclasses.replace(ctxs[host.name], host=dataclasses.replace(host, workers=counts[host.name]))
+        specs = role.services(ctx)
+        if specs:
+            actions += [Action(host.name, role.name, Service(spec)) for spec in specs]
+        else:
+            actions += [Action(host.name, role.name, r) for r in role.down(ctxs[host.name])]
+    return engine.apply(site, actions)
