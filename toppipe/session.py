@@ -6,6 +6,7 @@ import datetime
 import html
 import json
 import socket
+import warnings
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,17 @@ def _port_open(address: str, port: int, timeout: float) -> bool:
         return False
 
 
+def _only_python_patch_differs(warning: warnings.WarningMessage) -> bool:
+    """True for dask's version warning when only Python's patch level differs (3.11.7 vs 3.11.2)."""
+    if warning.category.__name__ != "VersionMismatchWarning":
+        return False
+    rows = [line for line in str(warning.message).splitlines() if line.startswith("|") and "Package" not in line]
+    if not rows or any(row.split("|")[1].strip() != "python" for row in rows):
+        return False
+    minors = {".".join(cell.strip().split(".")[:2]) for cell in rows[0].split("|")[2:-1]}
+    return len(minors) == 1
+
+
 class Session:
     """A connection to one site. Use as a context manager or call :meth:`close`."""
 
@@ -127,7 +139,12 @@ class Session:
         )
         wait = timeout if timeout is not None else dask.config.get("toppipe.connect-timeout")
         try:
-            client = Client(record["scheduler"], security=security, timeout=wait, set_as_default=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                client = Client(record["scheduler"], security=security, timeout=wait, set_as_default=True)
+            for warning in caught:
+                if not _only_python_patch_differs(warning):
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         except OSError as exc:
             raise ToppipeError(
                 f"cannot reach the scheduler of site '{record['site']}' at {record['scheduler']} ({exc}); "

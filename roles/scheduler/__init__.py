@@ -68,6 +68,22 @@ class SchedulerRole(Role):
         return resources + [Service(spec) for spec in self.services(ctx)]
 
 
+    def down(self, ctx: HostContext) -> list[Resource]:
+        resources = super().down(ctx)
+        config = agent_config(ctx)
+        if "slurm" in config:
+            # The agent cancels its jobs when it stops; this catches jobs of an agent that died.
+            name = shlex.quote(config["slurm"]["job_name"])
+            resources.append(
+                Ensure(
+                    "no Slurm job of the site left",
+                    check=f'[ -z "$(squeue -h -u "$(id -un)" -n {name} -o %i)" ]',
+                    apply=f'scancel -u "$(id -un)" -n {name}',
+                )
+            )
+        return resources
+
+
 def _digest(config: dict) -> str:
     import hashlib
 
