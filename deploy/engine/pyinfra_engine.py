@@ -90,6 +90,16 @@ def _result(action: Action, meta) -> ActionResult:
     return ActionResult(action, Outcome.CHANGED if meta.did_change() else Outcome.UNCHANGED)
 
 
+class _ConnectErrors(BaseStateCallback):
+    """Keeps why each host could not be reached (pyinfra only logs it)."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+
+    def host_connect_error(self, state: State, host, error) -> None:
+        self.reasons[host.name] = str(error.args[0] if error.args else error).strip()
+
+
 class _Progress(BaseStateCallback):
     """Reports each operation as it ends on all hosts (pyinfra skips this on a failure)."""
 
@@ -127,9 +137,14 @@ class PyinfraEngine(Engine):
 
     # -- inventory -------------------------------------------------------
 
-    def _inventory(self, site: Site) -> Inventory:
+    def __init__(self) -> None:
+        self._unreachable: dict[str, dict[str, str]] = {}
+
+    def _inventory(self, site: Site, skip: dict[str, str]) -> Inventory:
         names = []
         for host in site.hosts:
+            if host.name in skip:
+                continue
             if host.is_local:
                 names.append(("@local", {"toppipe_host": host.name}))
                 continue
@@ -149,20 +164,23 @@ class PyinfraEngine(Engine):
         return Inventory((names, {}))
 
     def _connect(self, site: Site, check_for_changes: bool) -> tuple[State, dict[str, object], dict[str, str]]:
-        state = State(self._inventory(site), Config(CONNECT_TIMEOUT=10, FAIL_PERCENT=100), check_for_changes=check_for_changes)
-        unreachable: dict[str, str] = {}
+        """Connect to every host not already found unreachable by this engine."""
+        unreachable = self._unreachable.setdefault(site.name, {})
+        state = State(self._inventory(site, skip=unreachable), Config(CONNECT_TIMEOUT=10, FAIL_PERCENT=100), check_for_changes=check_for_changes)
+        errors = _ConnectErrors()
+        state.add_callback_handler(errors)
         try:
             connect_all(state)
-        except PyinfraError as exc:
-            raise DeployError(f"could not reach any host of site '{site.name}': {exc}") from None
+        except PyinfraError:
+            pass  # no host answered: each is reported below with its reason
         by_name = {}
         for host in state.inventory:
             name = host.data.get("toppipe_host")
             if host in state.activated_hosts:
                 by_name[name] = host
             else:
-                unreachable[name] = "cannot connect (ssh refused, timed out or host key mismatch)"
-        return state, by_name, unreachable
+                unreachable[name] = f"cannot connect: {errors.reasons.get(host.name, 'no reason given')}"
+        return state, by_name, dict(unreachable)
 
     # -- operations ------------------------------------------------------
 
