@@ -1,8 +1,9 @@
-"""``python -m deploy {up,down,status,plan} INVENTORY``.
+"""``python -m deploy {up,down,status,plan,check} INVENTORY``.
 
 Exit codes:
-  0  done (``status``: every service running and answering)
-  1  the deploy failed on some host (the summary names host, role and why)
+  0  done (``status``: every service running and answering; ``check``: every check passed)
+  1  the deploy failed on some host (the summary names host, role and why), or
+     a health check failed (``check``, and ``up`` after a successful deploy)
   2  bad input: inventory, arguments, a port in use; nothing was changed
   3  ``status`` only: the site is not (fully) running
   130 interrupted
@@ -40,11 +41,13 @@ def parser() -> argparse.ArgumentParser:
         ("plan", "show what up would change, change nothing"),
         ("down", "stop everything the site started (keeps data unless --purge)"),
         ("status", "what runs where, read from the hosts"),
+        ("check", "health checks per host and role: services, TLS, versions, disk, shared folder, Slurm"),
     ]:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("inventory", help="inventory folder, e.g. inventories/local")
         if name == "up":
             cmd.add_argument("-v", "--verbose", action="store_true", help="also list actions that changed nothing")
+            cmd.add_argument("--no-check", action="store_true", help="skip the health checks after a successful deploy")
         if name == "down":
             cmd.add_argument("--purge", action="store_true", help="also delete the site's data, secrets and state")
     return top
@@ -76,11 +79,29 @@ def cmd_up(site: Site, args) -> int:
         raise
     report = result.report
     display.summary(report, time.monotonic() - started)
-    code = EXIT_OK if report.ok else EXIT_FAILED
-    journal.finish(code, report)
+    code, error = (EXIT_OK if report.ok else EXIT_FAILED), ""
+    if report.ok and not args.no_check:
+        checked = _run_checks(site, failures_only=True)
+        if not checked.ok:
+            code, error = EXIT_FAILED, f"health checks: {checked.summary()}"
+    journal.finish(code, report, error)
     if report.ok:
         _how_to_connect(site, result.connection)
     return code
+
+
+def _run_checks(site: Site, failures_only: bool):
+    """Run the site's health checks and print their table (or only the failed rows) and a summary line."""
+    from deploy import checks
+
+    report = checks.run_checks(site)
+    shown = report.failed if failures_only else report.results
+    display.out()
+    if shown:
+        for line in checks.table(shown):
+            display.out(line)
+    display.out(report.summary())
+    return report
 
 
 def _how_to_connect(site: Site, record: dict) -> None:
@@ -135,7 +156,12 @@ def cmd_status(site: Site, args) -> int:
     return EXIT_OK if states and all(s.answering for s in states.values()) else EXIT_NOT_RUNNING
 
 
-COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status}
+def cmd_check(site: Site, args) -> int:
+    display.out(f"check: site {site.name}")
+    return EXIT_OK if _run_checks(site, failures_only=False).ok else EXIT_FAILED
+
+
+COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status, "check": cmd_check}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,142 @@
+"""What each per-host check runs (shell) and how its output is judged (pure)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+from deploy.checks.hosts import Section, last_line
+from deploy.checks.results import CheckResult
+from deploy.runtime import ServiceState
+
+#: Packages whose versions must be the pinned ones on the client, the scheduler host and the worker hosts.
+PACKAGES = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "numpy", "pandas")
+#: Free space the site's folder on each host needs.
+MIN_FREE_BYTES = 1 << 30
+#: Slurm node states in which a node can run (or is running) jobs.
+USABLE_SLURM_STATES = frozenset({"idle", "mixed", "allocated"})
+#: sinfo flags after a state: not responding (*), powered off (~), powering down (%), pending power down (!).
+UNAVAILABLE_SLURM_FLAGS = frozenset("*~%!")
+SLURM_SCRIPT = "sinfo -h -o '%T'"
+
+_VERSIONS_CODE = (
+    "import json, importlib.metadata as m; print(json.dumps({n: getattr(next(iter(m.distributions(name=n)), None), "
+    f"'version', None) for n in {list(PACKAGES)!r}}}))"
+)
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
+
+
+def _gib(size: float) -> str:
+    return f"{size / (1 << 30):.1f} GiB"
+
+
+# -- services ------------------------------------------------------------
+
+
+def judge_service(host: str, role: str, name: str, section: Section) -> CheckResult:
+    """A service is healthy when its process runs and every port answers, as ``status`` judges it."""
+    check = f"service {name}"
+    if not section.ok:
+        return CheckResult(host, role, check, False, f"status command failed: {last_line(section.output)}")
+    state = ServiceState.parse(section.output)
+    ports = ", ".join(f"{hp} {'open' if up else 'closed'}" for hp, up in state.ports)
+    if not state.running:
+        return CheckResult(host, role, check, False, "not running" + (f" ({ports})" if ports else ""))
+    detail = f"pid {state.pid}" + (f", {ports}" if ports else "")
+    return CheckResult(host, role, check, state.answering, detail if state.answering else f"running but not answering: {detail}")
+
+
+# -- versions ------------------------------------------------------------
+
+
+def versions_script(python: str) -> str:
+    return f"{shlex.quote(python)} -c {shlex.quote(_VERSIONS_CODE)}"
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_pins(text: str, names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """``name -> version`` of *names* from a requirements file's ``name==version`` lines."""
+    pins = {normalize(m.group(1)): m.group(2) for m in _PIN.finditer(text)}
+    return {name: pins[name] for name in names if name in pins}
+
+
+def parse_versions(output: str) -> dict[str, str | None]:
+    """The JSON line the versions one-liner prints (``None``: not installed); ValueError without one."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            found = json.loads(line)
+            if isinstance(found, dict):
+                return {str(k): (str(v) if v is not None else None) for k, v in found.items()}
+    raise ValueError(f"no versions in the output: {last_line(output)}")
+
+
+def version_mismatches(found: dict[str, str | None], pins: dict[str, str]) -> list[str]:
+    """One phrase per package whose version is not the pinned one."""
+    return [
+        f"{name}: found {found.get(name) or 'not installed'}, pinned {pinned}"
+        for name, pinned in pins.items()
+        if found.get(name) != pinned
+    ]
+
+
+def judge_versions(host: str, python: str, section: Section, pins: dict[str, str]) -> CheckResult:
+    check = "pinned versions"
+    if not section.ok:
+        return CheckResult(host, "site", check, False, f"{python} failed: {last_line(section.output)}")
+    try:
+        found = parse_versions(section.output)
+    except ValueError as exc:
+        return CheckResult(host, "site", check, False, str(exc))
+    wrong = version_mismatches(found, pins)
+    if wrong:
+        return CheckResult(host, "site", check, False, "; ".join(wrong))
+    return CheckResult(host, "site", check, True, f"{len(pins)} packages as pinned (dask {pins.get('dask', '?')})")
+
+
+# -- disk ----------------------------------------------------------------
+
+
+def disk_script(root: str) -> str:
+    """Free bytes on the filesystem of *root* (or of its nearest existing parent)."""
+    return f'p={shlex.quote(root)}; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; stat -f -c "%a %S" "$p"'
+
+
+def judge_disk(host: str, root: str, section: Section, min_free: int = MIN_FREE_BYTES) -> CheckResult:
+    check = "free disk"
+    try:
+        blocks, size = map(int, section.output.split()[-2:])
+    except ValueError:
+        return CheckResult(host, "site", check, False, f"cannot read free space of {root}: {last_line(section.output)}")
+    free = blocks * size
+    detail = f"{_gib(free)} free under {root}"
+    if free < min_free:
+        return CheckResult(host, "site", check, False, f"{detail}, need at least {_gib(min_free)}")
+    return CheckResult(host, "site", check, True, detail)
+
+
+# -- slurm ---------------------------------------------------------------
+
+
+def slurm_states(output: str) -> list[str]:
+    """The node states sinfo lists, each with its flag characters (``idle~``, ``down*``)."""
+    return sorted({line.strip().lower() for line in output.splitlines() if line.strip()})
+
+
+def usable_slurm_state(state: str) -> bool:
+    """Idle, mixed or allocated, and not flagged as not responding or powered (going) off."""
+    base = re.sub(r"[^a-z]+$", "", state)
+    return base in USABLE_SLURM_STATES and not set(state[len(base):]) & UNAVAILABLE_SLURM_FLAGS
+
+
+def judge_slurm(host: str, section: Section) -> CheckResult:
+    check = "slurm nodes"
+    if not section.ok:
+        return CheckResult(host, "slurm", check, False, f"sinfo failed: {last_line(section.output)}")
+    states = slurm_states(section.output)
+    detail = "node states: " + (", ".join(states) or "none")
+    usable = any(usable_slurm_state(state) for state in states)
+    return CheckResult(host, "slurm", check, usable, detail if usable else f"no idle, mixed or allocated node; {detail}")

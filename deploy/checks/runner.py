@@ -1,0 +1,141 @@
+"""Run every check of a site, concurrently over its hosts, in a few rounds.
+
+Rounds: ssh hosts say where their home is (which also proves they answer);
+one batch per host (services, pinned versions, free disk, Slurm, a file in
+the shared folder); with a shared folder, the reads and then the clean-up.
+The scheduler's TLS is probed from this machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from deploy import lifecycle
+from deploy.checks import probes, shared
+from deploy.checks.hosts import Connections, Section, Unreachable
+from deploy.checks.results import CheckReport, CheckResult
+from deploy.checks.tls import scheduler_tls_checks
+from deploy.inventory import Site
+from deploy.resources import ServiceSpec
+from deploy.runtime import get_runtime
+from deploy.state import SiteFiles
+from roles import ROLES, HostContext
+
+PINS_FILE = Path(__file__).resolve().parents[2] / "requirements.txt"
+#: Groups whose hosts must run the pinned versions.
+VERSIONED_GROUPS = ("client", "scheduler", "workers")
+
+Outputs = dict[str, dict[str, Section]]
+
+
+class _KnownHomes:
+    """Stands in for the engine in :func:`lifecycle.contexts`: home folders read over the checks' connections."""
+
+    def __init__(self, homes: dict[str, str]):
+        self.homes = homes
+
+    def home_dirs(self, site: Site) -> dict[str, str]:
+        return self.homes
+
+
+def _round(pool: ThreadPoolExecutor, conns: Connections, plans: dict[str, dict[str, str]], token: str) -> tuple[Outputs, dict[str, str]]:
+    """Each host's batch at once; the outputs, and why the hosts that failed to answer did not."""
+    futures = {host: pool.submit(conns.batch, host, sections, token) for host, sections in plans.items() if sections}
+    outputs, unreachable = {}, {}
+    for host, future in futures.items():
+        try:
+            outputs[host] = future.result()
+        except Unreachable as exc:
+            unreachable[host] = str(exc)
+    return outputs, unreachable
+
+
+def _service_roles(site: Site, ctxs: dict[str, HostContext]) -> dict[tuple[str, str], str]:
+    """(host, service) -> the role that runs it (``lifecycle.services`` lists services without roles)."""
+    return {
+        (host.name, spec.name): role.name
+        for role in ROLES
+        for host in site.hosts
+        if role.applies_to(site, host)
+        for spec in role.services(ctxs[host.name])
+    }
+
+
+def _batch(site: Site, ctx: HostContext, specs: list[ServiceSpec], token: str) -> dict[str, str]:
+    """The commands of one host's main round, by section name."""
+    host, runtime = ctx.host, get_runtime(ctx.host.runtime)
+    sections = {f"service {spec.name}": runtime.status_command(spec) for spec in specs}
+    if set(host.groups) & set(VERSIONED_GROUPS):
+        sections["versions"] = probes.versions_script(ctx.python)
+    sections["disk"] = probes.disk_script(ctx.root)
+    if site.settings.paths.shared and "workers" in host.groups:
+        sections["shared write"] = shared.write_script(shared.marker_path(site.settings.paths.shared, site.name, host.name, token), token)
+    if "slurm" in host.groups:
+        sections["slurm"] = probes.SLURM_SCRIPT
+    return sections
+
+
+def _judge(
+    ctx: HostContext, out: dict[str, Section], specs: list[ServiceSpec], roles: dict[tuple[str, str], str], pins: dict[str, str], min_free: int
+) -> list[CheckResult]:
+    """Services, versions and disk of one host from its main round's output."""
+    name = ctx.host.name
+    results = [probes.judge_service(name, roles[(name, spec.name)], spec.name, out[f"service {spec.name}"]) for spec in specs]
+    if "versions" in out:
+        results.append(probes.judge_versions(name, ctx.python, out["versions"], pins))
+    results.append(probes.judge_disk(name, ctx.root, out["disk"], min_free))
+    return results
+
+
+def _shared_checks(site: Site, pool: ThreadPoolExecutor, conns: Connections, outputs: Outputs, token: str) -> dict[str, CheckResult]:
+    """Workers' files read by the other workers and the client, then removed; a result per host."""
+    folder = site.settings.paths.shared
+    path = {host: shared.marker_path(folder, site.name, host, token) for host in outputs}
+    writers = [host for host, out in outputs.items() if "shared write" in out]
+    written = [host for host in writers if outputs[host]["shared write"].ok]
+    readers = [h.name for h in site.hosts if h.name in outputs and {"workers", "client"} & set(h.groups)]
+    plans = {r: {w: shared.read_script(path[w]) for w in written if w != r} for r in readers}
+    reads, unreachable = _round(pool, conns, plans, token)
+    _round(pool, conns, {w: {"remove": shared.remove_script(path[w])} for w in written}, token)
+    results = {}
+    for host in readers:
+        if host in unreachable:
+            results[host] = CheckResult(host, "site", shared.CHECK, False, f"cannot connect: {unreachable[host]}")
+            continue
+        wrote = outputs[host].get("shared write")
+        results[host] = shared.judge_shared(host, folder, wrote, reads.get(host, {}), token)
+    return results
+
+
+def run_checks(site: Site, min_free: int = probes.MIN_FREE_BYTES) -> CheckReport:
+    """Every check of *site*, in host order; never raises for a host that does not answer."""
+    token = secrets.token_hex(8)
+    pins = probes.read_pins(PINS_FILE.read_text())
+    by_host: dict[str, list[CheckResult]] = {h.name: [] for h in site.hosts}
+    with Connections(site.hosts) as conns, ThreadPoolExecutor(len(site.hosts) + 1) as pool:
+        tls = pool.submit(scheduler_tls_checks, site)
+        homes, unreachable = _round(pool, conns, {h.name: {"home": 'echo "$HOME"'} for h in site.hosts if not h.is_local}, token)
+        ctxs = lifecycle.contexts(_KnownHomes({h: out["home"].output for h, out in homes.items()}), site, SiteFiles({}, created=False))
+        specs: dict[str, list[ServiceSpec]] = {h.name: [] for h in site.hosts}
+        for host, spec in lifecycle.services(site, ctxs):
+            specs[host].append(spec)
+        plans = {h.name: _batch(site, ctxs[h.name], specs[h.name], token) for h in site.hosts if h.name not in unreachable}
+        outputs, lost = _round(pool, conns, plans, token)
+        unreachable.update(lost)
+        roles = _service_roles(site, ctxs)
+        for host, out in outputs.items():
+            by_host[host] = _judge(ctxs[host], out, specs[host], roles, pins, min_free)
+        scheduler = site.scheduler_host.name
+        after_services = len(specs[scheduler])
+        by_host[scheduler][after_services:after_services] = tls.result()
+        if site.settings.paths.shared:
+            for host, result in _shared_checks(site, pool, conns, outputs, token).items():
+                by_host[host].append(result)
+        for host, out in outputs.items():
+            if "slurm" in out:
+                by_host[host].append(probes.judge_slurm(host, out["slurm"]))
+    for host, why in unreachable.items():
+        by_host[host] = [CheckResult(host, "site", "connect", False, f"cannot connect: {why}")]
+    return CheckReport(tuple(result for h in site.hosts for result in by_host[h.name]))
