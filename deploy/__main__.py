@@ -12,6 +12,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -53,7 +54,9 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+@functools.cache
 def _engine():
+    """One engine per command, so each host is connected to once (closed by :func:`main`)."""
     from deploy.engine import get_engine
 
     return get_engine("pyinfra")
@@ -175,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         display.error("interrupted; run the same command again to converge")
         return EXIT_INTERRUPTED
+    finally:
+        if _engine.cache_info().currsize:
+            _engine().close()
+        _engine.cache_clear()
 
 
 if __name__ == "__main__":

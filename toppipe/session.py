@@ -202,7 +202,8 @@ class Session:
             from deploy.lifecycle import scale_hosts
 
             try:
-                report = scale_hosts(get_engine(), load_site(self.record["inventory"]), n)
+                with get_engine() as engine:
+                    report = scale_hosts(engine, load_site(self.record["inventory"]), n)
             except DeployError as exc:
                 raise ToppipeError(str(exc)) from None
             if not report.ok:

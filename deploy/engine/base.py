@@ -62,6 +62,15 @@ class Engine(abc.ABC):
 
     name: str
 
+    def close(self) -> None:
+        """Close connections kept open between calls (engines that keep none need not override)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @abc.abstractmethod
     def apply(self, site: Site, actions: list[Action], progress: Progress | None = None) -> RunReport:
         """Bring every action's resource to its wanted state."""

@@ -139,6 +139,13 @@ class PyinfraEngine(Engine):
 
     def __init__(self) -> None:
         self._unreachable: dict[str, dict[str, str]] = {}
+        self._connected: dict[str, tuple[State, dict[str, object]]] = {}
+
+    def close(self) -> None:
+        """Close every connection this engine opened."""
+        for state, _ in self._connected.values():
+            disconnect_all(state)
+        self._connected.clear()
 
     def _inventory(self, site: Site, skip: dict[str, str]) -> Inventory:
         names = []
@@ -164,8 +171,12 @@ class PyinfraEngine(Engine):
         return Inventory((names, {}))
 
     def _connect(self, site: Site, check_for_changes: bool) -> tuple[State, dict[str, object], dict[str, str]]:
-        """Connect to every host not already found unreachable by this engine."""
+        """Connect to every host not already found unreachable; reuse the connections until :meth:`close`."""
         unreachable = self._unreachable.setdefault(site.name, {})
+        if site.name in self._connected:
+            state, by_name = self._connected[site.name]
+            state.check_for_changes = check_for_changes
+            return state, by_name, dict(unreachable)
         state = State(self._inventory(site, skip=unreachable), Config(CONNECT_TIMEOUT=10, FAIL_PERCENT=100), check_for_changes=check_for_changes)
         errors = _ConnectErrors()
         state.add_callback_handler(errors)
@@ -180,6 +191,7 @@ class PyinfraEngine(Engine):
                 by_name[name] = host
             else:
                 unreachable[name] = f"cannot connect: {errors.reasons.get(host.name, 'no reason given')}"
+        self._connected[site.name] = (state, by_name)
         return state, by_name, dict(unreachable)
 
     # -- operations ------------------------------------------------------
@@ -236,8 +248,6 @@ class PyinfraEngine(Engine):
             run_ops(state)
         except PyinfraError:
             pass  # every remaining host failed; the per-action results say where and why
-        finally:
-            disconnect_all(state)
         report = RunReport(unreachable=unreachable)
         for _, host, op_hash in metas:
             report.results.append(callback.report(state, host, (host.name, op_hash)))
@@ -248,7 +258,6 @@ class PyinfraEngine(Engine):
 
     def plan(self, site: Site, actions: list[Action]) -> RunReport:
         state, _, metas, unreachable = self._build(site, actions, check_for_changes=True)
-        disconnect_all(state)
         report = RunReport(unreachable=unreachable)
         for action, host, op_hash in metas:
             meta = state.get_op_data_for_host(host, op_hash).operation_meta
@@ -260,38 +269,29 @@ class PyinfraEngine(Engine):
     def service_states(self, site: Site, services: list[tuple[str, ServiceSpec]]) -> dict[tuple[str, str], ServiceState]:
         state, hosts, _ = self._connect(site, check_for_changes=True)
         found = {}
-        try:
-            for host_name, spec in services:
-                host = hosts.get(host_name)
-                if host is None:
-                    continue
-                runtime = get_runtime(site.host(host_name).runtime)
-                found[(host_name, spec.name)] = runtime.parse_status(host.get_fact(ShellOutput, script=runtime.status_command(spec)))
-        finally:
-            disconnect_all(state)
+        for host_name, spec in services:
+            host = hosts.get(host_name)
+            if host is None:
+                continue
+            runtime = get_runtime(site.host(host_name).runtime)
+            found[(host_name, spec.name)] = runtime.parse_status(host.get_fact(ShellOutput, script=runtime.status_command(spec)))
         return found
 
     def home_dirs(self, site: Site) -> dict[str, str]:
         if all(h.is_local for h in site.hosts):
             return {}
         state, hosts, _ = self._connect(site, check_for_changes=True)
-        try:
-            return {
-                name: host.get_fact(ShellOutput, script='echo "$HOME"').strip()
-                for name, host in hosts.items()
-                if not site.host(name).is_local
-            }
-        finally:
-            disconnect_all(state)
+        return {
+            name: host.get_fact(ShellOutput, script='echo "$HOME"').strip()
+            for name, host in hosts.items()
+            if not site.host(name).is_local
+        }
 
     def leftovers(self, site: Site) -> dict[str, list[int]]:
         state, hosts, _ = self._connect(site, check_for_changes=True)
         found = {}
-        try:
-            for name, host in hosts.items():
-                runtime = get_runtime(site.host(name).runtime)
-                output = host.get_fact(ShellOutput, script=runtime.leftovers_command(site.name))
-                found[name] = [int(p) for p in output.split()]
-        finally:
-            disconnect_all(state)
+        for name, host in hosts.items():
+            runtime = get_runtime(site.host(name).runtime)
+            output = host.get_fact(ShellOutput, script=runtime.leftovers_command(site.name))
+            found[name] = [int(p) for p in output.split()]
         return found
