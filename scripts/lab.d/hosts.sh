@@ -1,21 +1,28 @@
 # shellcheck shell=bash
 # Host lifecycle: the bridge, starting hosts (boot.sh in new namespaces) and
 # wiring their veths, starting Slurm in order, status, and teardown.
+# Stopping and starting one host: restart.sh.
+
+# A fixed MAC address per IP address (02: locally administered), for the
+# bridge and each host's eth0: a host started again, or the bridge losing the
+# port whose address it had borrowed, must not leave stale ARP entries behind.
+lab_mac() { local IFS=.; set -- $1; printf '02:00:%02x:%02x:%02x:%02x' "$@"; }
 
 bridge_up() {
     ip link show "$LAB_BRIDGE" >/dev/null 2>&1 || ip link add "$LAB_BRIDGE" type bridge
+    ip link set "$LAB_BRIDGE" address "$(lab_mac "$LAB_GATEWAY")"
     ip addr replace "$LAB_GATEWAY/24" dev "$LAB_BRIDGE"
     ip link set "$LAB_BRIDGE" up
 }
 
-start_host() {
-    local h=$1 base=$2 d=$LAB_STATE/hosts/$1 pid1="" i
+start_host() {  # start_host HOST BASE [APPTAINER_DIR]
+    local h=$1 base=$2 appt=${3:-$(apptainer_dir)} d=$LAB_STATE/hosts/$1 pid1="" i
     mkdir -p "$d/upper" "$d/work" "$d/root"
     # setsid + closed fds: the host outlives this script and holds none of
     # its pipes or its lock (fd 9)
     setsid env -i PATH="$PATH" TOPPIPE_LAB_HOST="$h" LAB_HOST="$h" \
         LAB_LOWER="$base/rootfs" LAB_UPPER="$d/upper" LAB_WORK="$d/work" LAB_ROOT="$d/root" \
-        LAB_SEED="$d/seed" LAB_SHARED="$LAB_SHARED" LAB_APPTAINER_DIR="$(apptainer_dir)" \
+        LAB_SEED="$d/seed" LAB_SHARED="$LAB_SHARED" LAB_APPTAINER_DIR="$appt" \
         LAB_REPO="$base/repo" LAB_REPO_IN_HOST="$LAB_REPO_IN_HOST" \
         unshare --net --mount --uts --ipc --pid --fork --propagation private \
         /bin/bash "$LAB_DIR/boot.sh" </dev/null >"$d/boot.log" 2>&1 9>&- &
@@ -26,7 +33,8 @@ start_host() {
     [ -n "$pid1" ] || { cat "$d/boot.log" >&2; die "host $h did not start"; }
     # its network: a veth whose inner end is born in the host as eth0
     ip link del "$LAB_VETH_PREFIX$h" 2>/dev/null || true
-    ip link add "$LAB_VETH_PREFIX$h" type veth peer name "$LAB_IFACE" netns "$pid1"
+    ip link add "$LAB_VETH_PREFIX$h" type veth \
+        peer name "$LAB_IFACE" address "$(lab_mac "${LAB_ADDR[$h]}")" netns "$pid1"
     ip link set "$LAB_VETH_PREFIX$h" master "$LAB_BRIDGE" up
     nsenter -t "$pid1" -n ip addr add "${LAB_ADDR[$h]}/24" dev "$LAB_IFACE"
     nsenter -t "$pid1" -n ip link set "$LAB_IFACE" up
@@ -58,22 +66,28 @@ start_hosts() {
     done
 }
 
-slurm_nodes_idle() {
-    local states
-    states=$(host_exec "$LAB_SLURM_CTLD" sinfo -h -N -p "$LAB_PARTITION" -o '%N %t' | sort -u)
-    [ "$(grep -c ' idle$' <<<"$states")" -eq "${#LAB_SLURM_NODES[@]}" ]
+slurm_nodes_in() {  # slurm_nodes_in STATES NODE...: each NODE answers, in one of STATES (a|b)
+    local states n
+    states=$(host_exec "$LAB_SLURM_CTLD" sinfo -h -N -p "$LAB_PARTITION" -o '%N %t')
+    for n in "${@:2}"; do grep -qxE "$n ($1)" <<<"$states" || return 1; done
+}
+
+start_slurmctld() {
+    host_exec "$LAB_SLURM_CTLD" /usr/sbin/slurmctld </dev/null >/dev/null 2>&1 \
+        || die "slurmctld did not start (see /var/log/slurm/slurmctld.log on $LAB_SLURM_CTLD)"
+    wait_until 20 "slurmctld" host_exec "$LAB_SLURM_CTLD" scontrol ping
+}
+
+start_slurmd() {
+    host_exec "$1" /usr/sbin/slurmd --conf-server "$LAB_SLURM_CTLD:6817" </dev/null >/dev/null 2>&1 \
+        || die "slurmd did not start on $1 (see /var/log/slurm/slurmd.log there)"
 }
 
 start_slurm() {
     local n
-    host_exec "$LAB_SLURM_CTLD" /usr/sbin/slurmctld </dev/null >/dev/null 2>&1 \
-        || die "slurmctld did not start (see /var/log/slurm/slurmctld.log on $LAB_SLURM_CTLD)"
-    wait_until 20 "slurmctld" host_exec "$LAB_SLURM_CTLD" scontrol ping
-    for n in "${LAB_SLURM_NODES[@]}"; do
-        host_exec "$n" /usr/sbin/slurmd --conf-server "$LAB_SLURM_CTLD:6817" </dev/null >/dev/null 2>&1 \
-            || die "slurmd did not start on $n (see /var/log/slurm/slurmd.log there)"
-    done
-    wait_until 30 "Slurm nodes idle" slurm_nodes_idle
+    start_slurmctld
+    for n in "${LAB_SLURM_NODES[@]}"; do start_slurmd "$n"; done
+    wait_until 30 "Slurm nodes idle" slurm_nodes_in idle "${LAB_SLURM_NODES[@]}"
 }
 
 # Prints one line per host and returns 0 (all up and healthy), 3 (nothing
@@ -90,11 +104,16 @@ lab_status() {
             else
                 printf '%-6s up    %-12s pid1=%s (sshd not answering)\n' "$h" "${LAB_ADDR[$h]}" "$pid"
             fi
+        elif [ -e "$LAB_STATE/hosts/$h/stopped" ]; then
+            printf "%-6s down  %-12s (stopped: 'scripts/lab start %s')\n" "$h" "${LAB_ADDR[$h]}" "$h"
         else
             printf '%-6s down  %s\n' "$h" "${LAB_ADDR[$h]}"
         fi
     done
     if [ $running -eq 0 ]; then
+        if [ -n "$(lab_stopped_hosts)" ]; then
+            echo "lab: every host stopped ('scripts/lab start HOST' or 'up')"; return 1
+        fi
         if [ $bridge = yes ] || [ -n "$(marked_pids "")" ]; then
             echo "lab: leftovers found (bridge or processes): run 'scripts/lab down'"; return 1
         fi
