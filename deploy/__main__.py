@@ -87,9 +87,13 @@ def cmd_up(site: Site, args) -> int:
         checked = _run_checks(site, failures_only=True)
         if not checked.ok:
             code, error = EXIT_FAILED, f"health checks: {checked.summary()}"
+    if not report.ok:
+        error = f"site {site.name} did not converge; the summary above says where and why, and the next up retries"
     journal.finish(code, report, error)
     if report.ok:
         _how_to_connect(site, result.connection)
+    elif error:
+        display.error(error)
     return code
 
 
@@ -122,8 +126,9 @@ def cmd_plan(site: Site, args) -> int:
     from deploy import lifecycle
 
     display.out(f"plan: site {site.name} from {site.inventory.parent}")
-    display.plan_table(lifecycle.plan(_engine(), site))
-    return EXIT_OK
+    report = lifecycle.plan(_engine(), site)
+    display.plan_table(report)
+    return EXIT_FAILED if report.unreachable else EXIT_OK
 
 
 def cmd_down(site: Site, args) -> int:
@@ -150,13 +155,14 @@ def cmd_status(site: Site, args) -> int:
     from deploy import lifecycle
     from deploy.journal import latest
 
-    states = lifecycle.status(_engine(), site)
-    display.status_table(states)
+    states, unreachable = lifecycle.status(_engine(), site)
+    display.status_table(states, unreachable)
     last = latest(site)
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["ended"]))
         display.out(f"last deploy: {last['command']} at {when}, exit {last['exit_code']}" + (f": {last['error']}" if last.get("error") else ""))
-    return EXIT_OK if states and all(s.answering for s in states.values()) else EXIT_NOT_RUNNING
+    running = states and not unreachable and all(s.answering for s in states.values())
+    return EXIT_OK if running else EXIT_NOT_RUNNING
 
 
 def cmd_check(site: Site, args) -> int:

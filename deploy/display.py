@@ -48,7 +48,13 @@ def summary(report: RunReport, seconds: float) -> None:
         out(f"failed: {action.host} {action.role}: {action.resource.describe()}: {result.message}")
     changes = len(report.changed)
     verdict = "no changes" if changes == 0 else f"{changes} change{'s' * (changes != 1)}"
-    out(f"{verdict}, {len(report.results)} actions checked in {seconds:.1f} s")
+    if report.ok:
+        out(f"{verdict}, {len(report.results)} actions checked in {seconds:.1f} s")
+        return
+    problems = [f"{len(report.unreachable)} host(s) unreachable ({', '.join(sorted(report.unreachable))})"] if report.unreachable else []
+    if report.failed:
+        problems.append(f"{len(report.failed)} action(s) failed")
+    out(f"NOT converged: {'; '.join(problems)}; {verdict} elsewhere, in {seconds:.1f} s")
 
 
 def plan_table(report: RunReport) -> None:
@@ -59,11 +65,15 @@ def plan_table(report: RunReport) -> None:
     for host, why in sorted(report.unreachable.items()):
         out(f"  {host:<12} unreachable: {why}")
     out(f"up would make {len(todo)} change{'s' * (len(todo) != 1)} ({len(report.results) - len(todo)} already in place)")
+    if report.unreachable:
+        out(f"not assessed: {', '.join(sorted(report.unreachable))} (unreachable); plan is incomplete")
 
 
-def status_table(states: dict[tuple[str, str], ServiceState]) -> None:
+def status_table(states: dict[tuple[str, str], ServiceState], unreachable: dict[str, str]) -> None:
     now = time.time()
     out(f"{'host':<12} {'service':<12} {'state':<10} {'pid':>8} {'up for':>9}  ports")
+    for host, why in sorted(unreachable.items()):
+        out(f"{host:<12} {'-':<12} {'unknown':<10} {'-':>8} {'-':>9}  {why}")
     for (host, name), state in sorted(states.items()):
         uptime = _duration(now - state.started) if state.running and state.started else "-"
         ports = " ".join(f"{hp}({'open' if up else 'closed'})" for hp, up in state.ports) or "-"

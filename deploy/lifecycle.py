@@ -169,9 +169,10 @@ def down(engine: Engine, site: Site, purge: bool, progress: Progress | None = No
     return report
 
 
-def status(engine: Engine, site: Site) -> dict[tuple[str, str], ServiceState]:
+def status(engine: Engine, site: Site) -> tuple[dict[tuple[str, str], ServiceState], dict[str, str]]:
+    """Observed state of every service, and the hosts that could not be asked."""
     ctxs = contexts(engine, site, site_files(site))
-    return engine.service_states(site, services(site, ctxs))
+    return engine.service_states(site, services(site, ctxs)), engine.unreachable(site)
 
 
 def scale_hosts(engine: Engine, site: Site, n: int) -> RunReport:

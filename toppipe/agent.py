@@ -10,6 +10,7 @@ handlers: ``toppipe_scale``, ``toppipe_adapt`` and ``toppipe_workers``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import time
@@ -17,6 +18,10 @@ from typing import Any
 
 import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
+
+from toppipe import rotation
+
+ROTATION_CHECK_SECONDS = 5
 
 
 def seconds(walltime: str) -> int:
@@ -27,14 +32,6 @@ def seconds(walltime: str) -> int:
         parts.insert(0, 0)
     hours, minutes, secs = parts
     return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + secs
-
-
-def lifetime_args(walltime: str) -> list[str]:
-    """Retire each Slurm worker before its walltime, staggered so peers outlive it."""
-    total = seconds(walltime)
-    margin = max(30, total // 10)
-    stagger = max(5, total // 20)
-    return ["--lifetime", f"{max(total - margin - stagger, 10)}s", "--lifetime-stagger", f"{stagger}s"]
 
 
 def slurm_cluster_options(config: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +50,7 @@ def slurm_cluster_options(config: dict[str, Any]) -> dict[str, Any]:
         "log_directory": f"{shared}/logs",
         "job_extra_directives": [f"--chdir={shared}"],
         "job_script_prologue": [f"export TOPPIPE_SERVICE={config['site']}/slurm-worker"],
-        "worker_extra_args": [*lifetime_args(slurm["walltime"]), "--resources", "slurm=1"],
+        "worker_extra_args": ["--resources", "slurm=1"],
         "local_directory": "$TMPDIR" if slurm.get("node_tmp") else f"{shared}/work",
     }
     if slurm.get("interface"):
@@ -106,9 +103,12 @@ class Agent:
             raise ValueError("this site has no Slurm: add a slurm group to its inventory, or scale on='hosts'")
 
     def scale(self, n: int) -> dict:
-        """Keep exactly *n* Slurm workers, replacing those that retire or die."""
+        """Run *n* Slurm workers (rotated before their walltime, see :mod:`toppipe.rotation`)."""
         self._need_slurm()
-        self.cluster.adapt(minimum=n, maximum=n, wait_count=1, interval="1s")
+        if self.cluster._adaptive is not None:
+            self.cluster._adaptive.stop()
+            self.cluster._adaptive = None
+        self.cluster.scale(n)
         return {"target": n}
 
     def adapt(self, minimum: int, maximum: int) -> dict:
@@ -134,6 +134,27 @@ class Agent:
                 }
             )
         return found
+
+    def slurm_workers(self) -> list[rotation.SlurmWorker]:
+        names = {str(name) for name in self.cluster.worker_spec}
+        return [
+            rotation.SlurmWorker(str(ws.name), address, self.joined.get(address, time.time()))
+            for address, ws in self.scheduler.workers.items()
+            if str(ws.name) in names
+        ]
+
+    async def keep_rotating(self) -> None:
+        """Every few seconds, replace the oldest Slurm worker once it nears its walltime."""
+        walltime = seconds(self.config["slurm"]["walltime"])
+        while True:
+            await asyncio.sleep(ROTATION_CHECK_SECONDS)
+            worker = rotation.due(self.slurm_workers(), walltime, time.time())
+            if worker is None:
+                continue
+            try:
+                await rotation.rotate(self.cluster, self.scheduler, worker, join_timeout=rotation.margin_seconds(walltime) / 2)
+            except Exception:  # keep the agent alive; the next round tries again
+                logging.getLogger("toppipe.agent").exception("rotating %s failed", worker.name)
 
     async def stop(self) -> None:
         if self.cluster is not None:
@@ -164,7 +185,10 @@ async def run(config: dict[str, Any]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    rotating = asyncio.create_task(agent.keep_rotating()) if agent.cluster is not None else None
     await stop.wait()
+    if rotating is not None:
+        rotating.cancel()
     await agent.stop()
 
 

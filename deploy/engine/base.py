@@ -83,6 +83,10 @@ class Engine(abc.ABC):
     def service_states(self, site: Site, services: list[tuple[str, ServiceSpec]]) -> dict[tuple[str, str], ServiceState]:
         """The observed state of each (host, service), keyed by (host, name)."""
 
+    def unreachable(self, site: Site) -> dict[str, str]:
+        """Hosts of *site* this engine could not reach, with why."""
+        return {}
+
     @abc.abstractmethod
     def home_dirs(self, site: Site) -> dict[str, str]:
         """The deploying user's home folder on each reachable remote host."""

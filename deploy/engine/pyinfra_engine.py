@@ -141,6 +141,9 @@ class PyinfraEngine(Engine):
         self._unreachable: dict[str, dict[str, str]] = {}
         self._connected: dict[str, tuple[State, dict[str, object]]] = {}
 
+    def unreachable(self, site: Site) -> dict[str, str]:
+        return dict(self._unreachable.get(site.name, {}))
+
     def close(self) -> None:
         """Close every connection this engine opened."""
         for state, _ in self._connected.values():

@@ -6,7 +6,8 @@ import warnings
 
 import pytest
 
-from toppipe.agent import lifetime_args, seconds, slurm_cluster_options
+from toppipe.agent import seconds, slurm_cluster_options
+from toppipe.rotation import SlurmWorker, due, margin_seconds
 from toppipe.session import _only_python_patch_differs
 
 
@@ -17,13 +18,18 @@ def test_walltime_seconds(walltime, expected):
     assert seconds(walltime) == expected
 
 
-def test_workers_retire_before_walltime_with_a_stagger():
-    args = lifetime_args("00:30:00")
-    lifetime = int(args[args.index("--lifetime") + 1].rstrip("s"))
-    stagger = int(args[args.index("--lifetime-stagger") + 1].rstrip("s"))
-    assert lifetime + stagger < 1800 and stagger > 0
-    short = lifetime_args("00:01:00")
-    assert int(short[1].rstrip("s")) + int(short[3].rstrip("s")) < 60
+def test_the_oldest_worker_past_the_margin_rotates_first():
+    workers = [SlurmWorker("a", "tls://a", 100.0), SlurmWorker("b", "tls://b", 50.0), SlurmWorker("c", "tls://c", 900.0)]
+    walltime = 600
+    assert margin_seconds(walltime) == 120
+    assert due(workers, walltime, now=50.0 + 479) is None
+    assert due(workers, walltime, now=50.0 + 480).name == "b"
+    assert due(workers, walltime, now=1000.0).name == "b"  # a is due too; b is older
+    assert due([], walltime, now=1e9) is None
+
+
+def test_margin_leaves_time_for_a_replacement_even_on_short_walltimes():
+    assert margin_seconds(90) == 30 and margin_seconds(3600) == 720
 
 
 def test_slurm_options_put_logs_and_chdir_on_the_shared_folder():
@@ -39,7 +45,7 @@ def test_slurm_options_put_logs_and_chdir_on_the_shared_folder():
     assert options["job_extra_directives"] == ["--chdir=/shared/lab/slurm"]
     assert "account" not in options and options["queue"] == "batch"
     assert "export TOPPIPE_SERVICE=lab/slurm-worker" in options["job_script_prologue"]
-    assert "--lifetime" in options["worker_extra_args"]
+    assert options["worker_extra_args"] == ["--resources", "slurm=1"]
 
 
 def _warning(text: str) -> warnings.WarningMessage:
