@@ -109,7 +109,8 @@ def _only_python_patch_differs(warning: warnings.WarningMessage) -> bool:
     rows = [line for line in str(warning.message).splitlines() if line.startswith("|") and "Package" not in line]
     if not rows or any(row.split("|")[1].strip() != "python" for row in rows):
         return False
-    minors = {".".join(cell.strip().split(".")[:2]) for cell in rows[0].split("|")[2:-1]}
+    cells = [cell.strip() for cell in rows[0].split("|")[2:-1] if cell.strip() not in ("", "None")]
+    minors = {".".join(cell.split(".")[:2]) for cell in cells}
     return len(minors) == 1
 
 
