@@ -101,17 +101,24 @@ class _ConnectErrors(BaseStateCallback):
 
 
 class _Progress(BaseStateCallback):
-    """Reports each operation as it ends on all hosts (pyinfra skips this on a failure)."""
+    """Reports each host's operations as they complete.
+
+    Hosts run their operations independently (pyinfra's no-wait mode), and
+    pyinfra completes an operation only after its callbacks, so an operation
+    is reported when the host starts its next one; the last ones at the end.
+    """
 
     def __init__(self, ops: dict[tuple[str, str], Action], progress: Progress | None):
         self.ops, self.progress = ops, progress
         self.reported: set[tuple[str, str]] = set()
+        self.previous: dict[str, str] = {}
 
-    def operation_end(self, state: State, op_hash: str) -> None:
-        for host in state.inventory:
-            key = (host.name, op_hash)
-            if key in self.ops:
-                self.report(state, host, key)
+    def operation_host_start(self, state: State, host, op_hash: str) -> None:
+        earlier = self.previous.get(host.name)
+        if earlier is not None:
+            self.report(state, host, (host.name, earlier))
+        if (host.name, op_hash) in self.ops:
+            self.previous[host.name] = op_hash
 
     def report(self, state: State, host, key: tuple[str, str]) -> ActionResult:
         result = _result(self.ops[key], state.get_op_data_for_host(host, key[1]).operation_meta)
@@ -248,7 +255,7 @@ class PyinfraEngine(Engine):
         callback = _Progress(ops, progress)
         state.add_callback_handler(callback)
         try:
-            run_ops(state)
+            run_ops(state, no_wait=True)  # each host at its own pace; none waits for the slowest
         except PyinfraError:
             pass  # every remaining host failed; the per-action results say where and why
         report = RunReport(unreachable=unreachable)
