@@ -56,48 +56,40 @@ def build_artifacts(site: Site, note: Callable[[str], None]) -> dict:
     return {"wheelhouse": artifacts.wheelhouse(note), "source": artifacts.source_bundle()}
 
 
-def up_actions(site: Site, ctxs: dict[str, HostContext]) -> list[Action]:
+def _per_role(site: Site, ctxs: dict[str, HostContext], method: str, roles=ROLES) -> list[tuple[str, str, object]]:
+    """(host, role, item) for every item that ``role.<method>(ctx)`` returns, role by role."""
     return [
-        Action(host.name, role.name, resource)
-        for role in ROLES
+        (host.name, role.name, item)
+        for role in roles
         for host in site.hosts
         if role.applies_to(site, host)
-        for resource in role.up(ctxs[host.name])
+        for item in getattr(role, method)(ctxs[host.name])
     ]
+
+
+def up_actions(site: Site, ctxs: dict[str, HostContext]) -> list[Action]:
+    return [Action(*row) for row in _per_role(site, ctxs, "up")]
 
 
 def down_actions(site: Site, ctxs: dict[str, HostContext], purge: bool) -> list[Action]:
-    actions = [
-        Action(host.name, role.name, resource)
-        for role in reversed(ROLES)
-        for host in site.hosts
-        if role.applies_to(site, host)
-        for resource in role.down(ctxs[host.name])
-    ]
+    actions = [Action(*row) for row in _per_role(site, ctxs, "down", reversed(ROLES))]
     for host in site.hosts:
         runtime = get_runtime(host.runtime)
         leftovers = runtime.leftovers_command(site.name)
         check = f'[ -z "$({leftovers})" ]'
         actions.append(Action(host.name, "site", Ensure("no process of the site left", check, runtime.sweep_command(site.name))))
     if purge:
-        actions += [
-            Action(host.name, role.name, resource)
-            for role in reversed(ROLES)
-            for host in site.hosts
-            if role.applies_to(site, host)
-            for resource in role.purge(ctxs[host.name])
-        ]
+        actions += [Action(*row) for row in _per_role(site, ctxs, "purge", reversed(ROLES))]
     return actions
 
 
+def services_by_role(site: Site, ctxs: dict[str, HostContext]) -> list[tuple[str, str, ServiceSpec]]:
+    """(host, role, spec) of every service of the site."""
+    return _per_role(site, ctxs, "services")
+
+
 def services(site: Site, ctxs: dict[str, HostContext]) -> list[tuple[str, ServiceSpec]]:
-    return [
-        (host.name, spec)
-        for role in ROLES
-        for host in site.hosts
-        if role.applies_to(site, host)
-        for spec in role.services(ctxs[host.name])
-    ]
+    return [(host, spec) for host, _, spec in services_by_role(site, ctxs)]
 
 
 def _port_key(site: Site, port: int) -> str:

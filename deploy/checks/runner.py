@@ -21,7 +21,7 @@ from deploy.inventory import Site
 from deploy.resources import ServiceSpec
 from deploy.runtime import get_runtime
 from deploy.state import SiteFiles
-from roles import ROLES, HostContext
+from roles import HostContext
 
 PINS_FILE = Path(__file__).resolve().parents[2] / "requirements.txt"
 #: Groups whose hosts must run the pinned versions.
@@ -50,17 +50,6 @@ def _round(pool: ThreadPoolExecutor, conns: Connections, plans: dict[str, dict[s
         except Unreachable as exc:
             unreachable[host] = str(exc)
     return outputs, unreachable
-
-
-def _service_roles(site: Site, ctxs: dict[str, HostContext]) -> dict[tuple[str, str], str]:
-    """(host, service) -> the role that runs it (``lifecycle.services`` lists services without roles)."""
-    return {
-        (host.name, spec.name): role.name
-        for role in ROLES
-        for host in site.hosts
-        if role.applies_to(site, host)
-        for spec in role.services(ctxs[host.name])
-    }
 
 
 def _batch(site: Site, ctx: HostContext, specs: list[ServiceSpec], token: str) -> dict[str, str]:
@@ -124,7 +113,7 @@ def run_checks(site: Site, min_free: int = probes.MIN_FREE_BYTES) -> CheckReport
         plans = {h.name: _batch(site, ctxs[h.name], specs[h.name], token) for h in site.hosts if h.name not in unreachable}
         outputs, lost = _round(pool, conns, plans, token)
         unreachable.update(lost)
-        roles = _service_roles(site, ctxs)
+        roles = {(host, spec.name): role for host, role, spec in lifecycle.services_by_role(site, ctxs)}
         for host, out in outputs.items():
             by_host[host] = _judge(ctxs[host], out, specs[host], roles, pins, min_free)
         scheduler = site.scheduler_host.name
