@@ -10,10 +10,10 @@ from __future__ import annotations
 import io
 import logging
 import shlex
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
-from pyinfra.api import Config, FactBase, Inventory, State, StringCommand, operation
+from pyinfra.api import Config, FactBase, Inventory, State, operation
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import add_op
@@ -21,9 +21,8 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.operations import files
 
-from deploy import DeployError
-from deploy.files import write_private
 from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.files import write_private
 from deploy.inventory import Host, Site
 from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec, Upload
 from deploy.runtime import ServiceState, get_runtime
