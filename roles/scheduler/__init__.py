@@ -44,10 +44,13 @@ class SchedulerRole(Role):
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
         config = agent_config(ctx)
         argv = [ctx.python, "-m", "toppipe.agent", ctx.path("etc", "agent.yaml")]
-        ports = ((config["host"], config["port"]), tuple(config["dashboard"].rsplit(":", 1)))
-        ports = ((ports[0][0], ports[0][1]), (ports[1][0], int(ports[1][1])))
+        dashboard_host, dashboard_port = config["dashboard"].rsplit(":", 1)
+        ports = ((config["host"], config["port"]), (dashboard_host, int(dashboard_port)))
         # The config's digest is in the spec, so a changed config restarts the agent.
         env = (("TOPPIPE_AGENT_CONFIG", _digest(config)),)
+        if "slurm" in config:
+            # dask-jobqueue writes each job script to a temporary file: keep those on the shared filesystem.
+            env += (("TMPDIR", f"{config['slurm']['workdir']}/scripts"),)
         return [ctx.spec("scheduler", argv, ports=ports, env=env)]
 
     def up(self, ctx: HostContext) -> list[Resource]:
@@ -57,16 +60,16 @@ class SchedulerRole(Role):
             # Shared filesystems often set setgid on folders, which chmod keeps:
             # check for the folder and its privacy, not for an exact mode.
             logs = shlex.quote(config["slurm"]["workdir"] + "/logs")
+            scripts = shlex.quote(config["slurm"]["workdir"] + "/scripts")
             top = shlex.quote(config["slurm"]["workdir"].rsplit("/", 1)[0])
             resources.append(
                 Ensure(
                     "Slurm work folder on the shared filesystem",
-                    check=f'[ -d {logs} ] && [ "$(stat -c %a {top} | tail -c 4)" = "700" ]',
-                    apply=f"mkdir -p {logs} && chmod 700 {top}",
+                    check=f'[ -d {logs} ] && [ -d {scripts} ] && [ "$(stat -c %a {top} | tail -c 4)" = "700" ]',
+                    apply=f"mkdir -p {logs} {scripts} && chmod 700 {top}",
                 )
             )
         return resources + [Service(spec) for spec in self.services(ctx)]
-
 
     def down(self, ctx: HostContext) -> list[Resource]:
         resources = super().down(ctx)

@@ -76,6 +76,8 @@ def test_computes_on_slurm_workers_in_jobs(session, lab):
     assert {host for host, _ in seen} <= {"node1", "node2"}
     queue = lab.ssh("login", "squeue -h -u toppipe -n toppipe-lab -o %i").stdout.split()
     assert sorted(queue) == sorted(w.slurm_job for w in slurm)
+    logs = lab.ssh("node1", "ls /srv/toppipe-lab/shared/lab/slurm/logs").stdout.split()
+    assert {f"toppipe-lab-{job}.err" for job in queue} <= set(logs)  # job logs on the shared filesystem
 
 
 def test_scheduler_refuses_plain_tcp_from_the_desktop(site):
