@@ -3,7 +3,8 @@
 Exit codes:
   0  done (``status``: every service running and answering; ``check``: every check passed)
   1  the deploy failed on some host (the summary names host, role and why), or
-     a health check failed (``check``, and ``up`` after a successful deploy)
+     a health check failed (``check``, and ``up`` after a successful deploy), or
+     a host could not be reached (``plan`` is then incomplete)
   2  bad input: inventory, arguments, a port in use; nothing was changed
   3  ``status`` only: the site is not (fully) running
   130 interrupted
