@@ -76,7 +76,9 @@ class ServiceSpec:
 
     ``ports`` are the (address, port) pairs that answer once it has started.
     ``env_file`` holds secrets as ``KEY=value`` lines; it is read at start and
-    never put on a command line.
+    never put on a command line. ``image`` is the path of the container image
+    (an Apptainer .sif) on the host and ``binds`` the host paths bound into it
+    (``SRC[:DEST[:OPTS]]``); runtimes that run no containers ignore both.
     """
 
     site: str
@@ -88,6 +90,8 @@ class ServiceSpec:
     env_file: str | None = None
     ports: tuple[tuple[str, int], ...] = ()
     start_timeout: float = 60.0
+    image: str | None = None
+    binds: tuple[str, ...] = ()
 
     @property
     def marker(self) -> str:
@@ -96,7 +100,11 @@ class ServiceSpec:
 
     def digest(self) -> str:
         """Changes whenever a restart is needed to apply this spec."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        for key in ("image", "binds"):  # left out when unset, so that the digests of
+            if not fields[key]:  # specs without a container stay what they were
+                del fields[key]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -1,10 +1,11 @@
-"""Container runtimes: ``native`` (supervised processes); ``apptainer`` comes next."""
+"""Container runtimes: ``native`` (supervised processes) and ``apptainer`` (one instance per service)."""
 
 from deploy import UserError
+from deploy.runtime.apptainer import ApptainerRuntime, Instance, parse_instance_list
 from deploy.runtime.base import Runtime, ServiceState, State
 from deploy.runtime.native import NativeRuntime
 
-_RUNTIMES: dict[str, type[Runtime]] = {"native": NativeRuntime}
+_RUNTIMES: dict[str, type[Runtime]] = {"native": NativeRuntime, "apptainer": ApptainerRuntime}
 
 
 def get_runtime(name: str) -> Runtime:
@@ -17,4 +18,4 @@ def get_runtime(name: str) -> Runtime:
         ) from None
 
 
-__all__ = ["NativeRuntime", "Runtime", "ServiceState", "State", "get_runtime"]
+__all__ = ["ApptainerRuntime", "Instance", "NativeRuntime", "parse_instance_list", "Runtime", "ServiceState", "State", "get_runtime"]

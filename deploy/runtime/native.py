@@ -9,32 +9,11 @@ on the host; this module runs nothing.
 
 from __future__ import annotations
 
-import shlex
-
 from deploy.resources import ServiceSpec
 from deploy.runtime.base import Runtime, ServiceState
-
-STOP_GRACE_SECONDS = 10
-
-
-def _q(text: str) -> str:
-    return shlex.quote(text)
-
-
-def _kill_marked(pattern: str, fixed: bool) -> str:
-    """Bash that stops every process whose environment matches *pattern*."""
-    flag = "-lzxF" if fixed else "-lzxE"
-    find = f"grep {flag} {_q('TOPPIPE_SERVICE=' + pattern)} /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx $$"
-    return f"""
-pids=$({find} || true)
-if [ -n "$pids" ]; then
-  kill -TERM $pids 2>/dev/null || true
-  for _ in $(seq 1 {STOP_GRACE_SECONDS * 10}); do
-    alive=""; for p in $pids; do [ -d /proc/$p ] && alive="$alive $p"; done
-    [ -z "$alive" ] && break; sleep 0.1
-  done
-  [ -n "$alive" ] && kill -KILL $alive 2>/dev/null || true
-fi"""
+from deploy.runtime.shell import STOP_GRACE_SECONDS, all_ports_answer, probe_list, probe_ports  # noqa: F401
+from deploy.runtime.shell import kill_marked as _kill_marked
+from deploy.runtime.shell import q as _q
 
 
 class NativeRuntime(Runtime):
@@ -43,7 +22,7 @@ class NativeRuntime(Runtime):
     name = "native"
 
     def status_command(self, spec: ServiceSpec) -> str:
-        probes = " ".join(f"{_q(addr)}:{port}" for addr, port in spec.ports)
+        probes = probe_list(spec.ports)
         return f"""
 d={_q(spec.rundir)}
 pid=$(cat "$d/pid" 2>/dev/null || true)
@@ -53,10 +32,7 @@ if [ -n "$pid" ] && grep -qzxF {_q('TOPPIPE_SERVICE=' + spec.marker)} /proc/$pid
 fi
 started=$(stat -c %Y "$d/pid" 2>/dev/null || true)
 out="state=$state pid=$pid digest=$(cat "$d/digest" 2>/dev/null || true) started=$started"
-for hp in {probes}; do
-  if timeout 2 bash -c "exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}" 2>/dev/null; then
-    out="$out port:$hp=open"; else out="$out port:$hp=closed"; fi
-done
+{probe_ports(probes)}
 echo "$out"
 """
 
@@ -64,7 +40,7 @@ echo "$out"
         env = " ".join(f"{k}={_q(v)}" for k, v in spec.env)
         source = f"set -a; . {_q(spec.env_file)}; set +a; " if spec.env_file else ""
         argv = " ".join(_q(a) for a in spec.argv)
-        probes = " ".join(f"{_q(addr)}:{port}" for addr, port in spec.ports)
+        probes = probe_list(spec.ports)
         steps = int(spec.start_timeout * 5)
         return f"""set -u
 umask 077  # whatever the service writes is its owner's alone
@@ -82,10 +58,7 @@ for step in $(seq 1 {steps}); do
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "{spec.name} exited while starting; last lines of $log:" >&2; tail -n 15 "$log" >&2; exit 1
   fi
-  ready=1
-  for hp in {probes}; do
-    timeout 2 bash -c "exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}" 2>/dev/null || ready=0
-  done
+  {all_ports_answer(probes)}
   if [ "$ready" = 1 ] && [ -n "{probes}" ]; then
     sleep 0.3; kill -0 "$pid" 2>/dev/null && exit 0  # still alive once its ports answer
   fi

@@ -1,0 +1,56 @@
+"""Bash pieces shared by the runtimes (native, apptainer).
+
+Each function returns a fragment of bash as a string; none runs anything.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+STOP_GRACE_SECONDS = 10
+
+
+def q(text: str) -> str:
+    """*text* quoted for bash."""
+    return shlex.quote(text)
+
+
+def marked_pids(pattern: str, fixed: bool) -> str:
+    """Bash that prints the pids whose environment holds ``TOPPIPE_SERVICE=<pattern>`` (not the script's own)."""
+    flag = "-lzxF" if fixed else "-lzxE"
+    return f"grep {flag} {q('TOPPIPE_SERVICE=' + pattern)} /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx $$"
+
+
+def kill_marked(pattern: str, fixed: bool) -> str:
+    """Bash that stops every process whose environment matches *pattern*."""
+    return f"""
+pids=$({marked_pids(pattern, fixed)} || true)
+if [ -n "$pids" ]; then
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 1 {STOP_GRACE_SECONDS * 10}); do
+    alive=""; for p in $pids; do [ -d /proc/$p ] && alive="$alive $p"; done
+    [ -z "$alive" ] && break; sleep 0.1
+  done
+  [ -n "$alive" ] && kill -KILL $alive 2>/dev/null || true
+fi"""
+
+
+def probe_list(ports: tuple[tuple[str, int], ...]) -> str:
+    """The ``ADDR:PORT`` words the probes below loop over."""
+    return " ".join(f"{q(addr)}:{port}" for addr, port in ports)
+
+
+def probe_ports(probes: str) -> str:
+    """Bash that appends ``port:ADDR:PORT=open|closed`` to ``$out`` for each of *probes*."""
+    return f"""for hp in {probes}; do
+  if timeout 2 bash -c "exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}" 2>/dev/null; then
+    out="$out port:$hp=open"; else out="$out port:$hp=closed"; fi
+done"""
+
+
+def all_ports_answer(probes: str) -> str:
+    """Bash that sets ``ready=1`` when every one of *probes* accepts a connection, else ``ready=0``."""
+    return f"""ready=1
+  for hp in {probes}; do
+    timeout 2 bash -c "exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}" 2>/dev/null || ready=0
+  done"""
