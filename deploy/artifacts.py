@@ -86,4 +86,7 @@ def source_bundle() -> Artifact:
     path = cache_dir() / f"source-{digest}.tar"
     if not path.is_file():
         _tar(path, members)
+        for old in cache_dir().glob("source-*.tar"):
+            if old != path:
+                old.unlink(missing_ok=True)  # code changes often: keep only the current bundle
     return Artifact(path, digest)
