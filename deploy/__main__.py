@@ -1,9 +1,10 @@
-"""``python -m deploy {up,down,status,plan,check} INVENTORY``.
+"""``python -m deploy {up,down,status,plan,check,build} INVENTORY``.
 
 Exit codes:
   0  done (``status``: every service running and answering; ``check``: every check passed)
   1  the deploy failed on some host (the summary names host, role and why), or
      a health check failed (``check``, and ``up`` after a successful deploy), or
+     an image build failed (``build``: the error ends with the build log's last lines), or
      a host could not be reached (``plan`` is then incomplete)
   2  bad input: inventory, arguments, a port in use; nothing was changed
   3  ``status`` only: the site is not (fully) running
@@ -44,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
         ("down", "stop everything the site started (keeps data unless --purge)"),
         ("status", "what runs where, read from the hosts"),
         ("check", "health checks per host and role: services, TLS, versions, disk, shared folder, Slurm"),
+        ("build", "build the site's Apptainer images (cached by the hash of their inputs)"),
     ]:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("inventory", help="inventory folder, e.g. inventories/local")
@@ -171,7 +173,21 @@ def cmd_check(site: Site, args) -> int:
     return EXIT_OK if _run_checks(site, failures_only=False).ok else EXIT_FAILED
 
 
-COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status, "check": cmd_check}
+def cmd_build(site: Site, args) -> int:
+    """Every image in IMAGES (explicit ``build`` validates them all): name, digest, path, built in N s or cached."""
+    from deploy import images
+
+    display.out(f"build: images of site {site.name}")
+    for name in sorted(images.IMAGES):
+        planned = images.planned(name)
+        cached, started = planned.path.is_file(), time.monotonic()
+        artifact = images.build(name, note=lambda text: display.out(f"  {text}"))
+        how = "cached" if cached else f"built in {time.monotonic() - started:.0f} s"
+        display.out(f"{name}  {artifact.digest}  {artifact.path}  {how}")
+    return EXIT_OK
+
+
+COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status, "check": cmd_check, "build": cmd_build}
 
 
 def main(argv: list[str] | None = None) -> int:

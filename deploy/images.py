@@ -1,0 +1,297 @@
+"""Apptainer images of a site, built here from pinned inputs and cached by their hash.
+
+``IMAGES`` names each image's definition file and the pin files it installs.
+An image is ``<cache>/images/<name>-<digest>.sif`` (``<cache>`` is
+``$XDG_CACHE_HOME/toppipe``, by default ``~/.cache/toppipe``), where the
+digest (:func:`image_inputs_digest`) covers the definition, its pin files,
+the Debian suite of ``config/versions.yml`` and the machine architecture:
+unchanged inputs, same file, never rebuilt; one changed pin, a new image.
+
+How an image is built (:func:`build`)
+-------------------------------------
+*Not root*: ``apptainer build --fakeroot`` (rootless, the documented way).
+It needs a line for the user in ``/etc/subuid`` and ``/etc/subgid``: without
+one apptainer falls back to a root-mapped namespace with the ``fakeroot``
+command, which covers ``%post`` but not the debootstrap bootstrap (seen
+here: debootstrap's ``mknod`` check fails).
+
+*Root* (this machine, the lab, CI): ``--fakeroot`` refuses to run without a
+``root:`` line in ``/etc/subuid``, which we do not write into the machine's
+configuration; and a plain root build fails in ``%post`` because apptainer
+asks for every capability while this machine withholds CAP_SYS_RESOURCE
+(lab facts). What works, in three steps, all from the same definition file:
+
+1. the bootstrap only (the header of the definition, no sections) as real
+   root: debootstrap needs real device nodes (``mknod``), a namespace cannot
+   make them;
+2. ``apptainer build --sandbox --update`` of the full definition over that
+   tree (``%files``, ``%post``, labels, environment), inside a user namespace
+   that maps every id to itself: root there has every capability of that
+   namespace, and the tree's owners (root, ``shadow``, ``staff``...) are kept;
+3. the tree packed into a SIF as real root (no ``%post``: no capability asked).
+
+The building machine passes in what is its own, never written into the
+repository: the Debian mirror of its apt sources (``TOPPIPE_DEBIAN_MIRROR``
+overrides it) and its CA bundle (outbound TLS may be re-signed by a local CA;
+pip uses it through ``PIP_CERT`` during ``%post`` only, then it is removed).
+
+``%post`` never sees this machine's ``/tmp`` or home folder
+(``APPTAINER_NO_MOUNT=tmp,home``): apptainer binds both into builds by
+default, so a clean-up line like ``rm -rf /tmp/*`` in a definition would
+empty the building machine's ``/tmp`` (it did, once, while this was written).
+Step 2 also skips ``/sys`` (a user namespace that owns no network namespace
+may not mount sysfs; the network is needed for pip).
+
+Every output line of apptainer goes to ``<cache>/images/<name>-<digest>.log``;
+``note`` gets a summary (the steps, debootstrap's phases, pip's results), and
+a failure raises :class:`deploy.DeployError` with the log's last lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+import yaml
+
+from deploy import DeployError
+from deploy.artifacts import REPO, Artifact, cache_dir
+
+#: name -> (definition file, [pin files it installs]), paths relative to the repository.
+IMAGES: dict[str, tuple[str, list[str]]] = {
+    "compute": ("containers/compute.def", ["requirements/worker.txt"]),
+}
+
+VERSIONS_FILE = REPO / "config" / "versions.yml"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+APT_SOURCES = Path("/etc/apt")
+LOG_TAIL = 15
+
+
+def debian_suite(versions_file: Path = VERSIONS_FILE) -> str:
+    """The Debian suite images are built from (``debian:`` in config/versions.yml)."""
+    suite = (yaml.safe_load(Path(versions_file).read_text()) or {}).get("debian")
+    if not suite:
+        raise DeployError(f"{versions_file}: no 'debian:' suite; images are built from it")
+    return str(suite)
+
+
+def image_inputs_digest(def_file, pinned_files, suite: str | None = None) -> str:
+    """16 hex digits of sha256 over the definition, its pin files, the Debian suite and the architecture.
+
+    Paths are not hashed, only contents (a copy of the same inputs elsewhere
+    has the same digest); each part is length-prefixed so that no two
+    different sets of inputs concatenate to the same bytes.
+    """
+    parts = [b"toppipe-image-v1", Path(def_file).read_bytes()]
+    parts += [Path(p).read_bytes() for p in pinned_files]
+    parts += [(suite or debian_suite()).encode(), platform.machine().encode()]
+    sha = hashlib.sha256()
+    for part in parts:
+        sha.update(len(part).to_bytes(8, "big") + part)
+    return sha.hexdigest()[:16]
+
+
+def images_dir() -> Path:
+    folder = cache_dir() / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _inputs(name: str) -> tuple[Path, list[Path]]:
+    if name not in IMAGES:
+        raise DeployError(f"no image named {name!r}; known: {', '.join(sorted(IMAGES))}")
+    def_file, pins = IMAGES[name]
+    return REPO / def_file, [REPO / p for p in pins]
+
+
+def planned(name: str) -> Artifact:
+    """Where image *name* is (or will be) for the current inputs; builds nothing."""
+    def_file, pins = _inputs(name)
+    digest = image_inputs_digest(def_file, pins)
+    return Artifact(images_dir() / f"{name}-{digest}.sif", digest)
+
+
+def needed(site) -> list[str]:
+    """The images a site runs: all of them once any host uses the apptainer runtime."""
+    return sorted(IMAGES) if any(h.runtime == "apptainer" for h in site.hosts) else []
+
+
+def debian_mirror(apt_dir: Path = APT_SOURCES) -> str:
+    """The Debian archive of this machine's apt sources (not the security archive)."""
+    if os.environ.get("TOPPIPE_DEBIAN_MIRROR"):
+        return os.environ["TOPPIPE_DEBIAN_MIRROR"].rstrip("/")
+    uris: list[str] = []
+    one_line = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
+    for file in one_line:
+        for line in _read(file).splitlines():
+            words = [w for w in line.split("#", 1)[0].split() if not w.startswith("[") and not w.endswith("]")]
+            if len(words) >= 2 and words[0] == "deb":
+                uris.append(words[1])
+    for file in sorted((apt_dir / "sources.list.d").glob("*.sources")):
+        for line in _read(file).splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "uris":
+                uris += value.split()
+    uris = [u.rstrip("/") for u in uris]
+    for pick in (lambda u: u.endswith("/debian"), lambda u: "debian" in u and "security" not in u):
+        found = [u for u in uris if pick(u)]
+        if found:
+            return found[0]
+    raise DeployError(f"no Debian archive in {apt_dir}/sources.list(.d); set TOPPIPE_DEBIAN_MIRROR=URL")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def apptainer_command() -> str:
+    found = shutil.which("apptainer") or shutil.which("singularity")
+    if not found:
+        raise DeployError("neither apptainer nor singularity is on PATH; images need one (the lab installs /usr/local/bin/apptainer)")
+    return found
+
+
+def bootstrap_header(definition: str) -> str:
+    """The header of a definition (its ``Bootstrap:`` lines) plus its ``%arguments`` section."""
+    lines = definition.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("%")), len(lines))
+    header, rest = lines[:first], lines[first:]
+    arguments, inside = [], False
+    for line in rest:
+        if line.startswith("%"):
+            inside = line.split()[0] == "%arguments"
+        if inside:
+            arguments.append(line)
+    return "\n".join(header + arguments) + "\n"
+
+
+class _Progress:
+    """Every line to the log file; a summary of them to ``note``."""
+
+    _PHASE = re.compile(r"^I: (Retrieving|Validating|Checking|Unpacking|Configuring|Installing|Extracting|Base system installed)")
+    _SHOWN = re.compile(r"^(INFO|WARNING|ERROR|FATAL)\b|^\S*(ERROR|FATAL)|^(Collecting|Successfully installed|No broken requirements)|^E: |^W: ")
+
+    def __init__(self, log, note):
+        self.log, self.note, self.tail, self.phases = log, note, deque(maxlen=LOG_TAIL), set()
+
+    def __call__(self, line: str) -> None:
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line.rstrip("\n"))
+        self.log.write(line + "\n")
+        self.log.flush()
+        if not line.strip():
+            return
+        self.tail.append(line)
+        phase = self._PHASE.match(line)
+        if phase:  # debootstrap: the first line of each phase, not one per package
+            if phase.group(1) not in self.phases:
+                self.phases.add(phase.group(1))
+                self.note(f"  debootstrap: {line[3:]}")
+        elif self._SHOWN.search(line) and "No default remote in use" not in line:
+            self.note(f"  {line}")
+
+
+def _run(argv: list[str], progress: _Progress, *, userns: bool = False, env=None, cwd=REPO) -> int:
+    """Run *argv*, feeding its merged output to *progress*; in an identity-mapped user namespace if *userns*."""
+    if userns:
+        argv = ["unshare", "--user", "--mount", "--", "sh", "-c", 'read -r _ && exec "$@"', "sh", *argv]
+    progress.log.write(f"$ {' '.join(argv)}\n")
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if userns else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")  # fmt: skip
+    try:
+        if userns:
+            _map_identity(proc)
+        for line in proc.stdout:
+            progress(line)
+        return proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def _map_identity(proc: subprocess.Popen) -> None:
+    """Map every uid and gid of *proc*'s new user namespace to itself, then let it go on."""
+    own, deadline = os.readlink("/proc/self/ns/user"), time.monotonic() + 10
+    while os.readlink(f"/proc/{proc.pid}/ns/user") == own:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise DeployError("could not start a user namespace for the image build (unshare --user)")
+        time.sleep(0.005)
+    for kind in ("uid_map", "gid_map"):
+        Path(f"/proc/{proc.pid}/{kind}").write_text("0 0 4294967295\n")
+    proc.stdin.write("\n")
+    proc.stdin.close()
+
+
+def _drop_devices(tree: Path) -> None:
+    """Remove the device nodes debootstrap made in ``/dev``: a user namespace cannot copy them, and
+    apptainer mounts the host's ``/dev`` into every container anyway."""
+    for entry in (tree / "dev").iterdir() if (tree / "dev").is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def build(name: str, note=lambda text: None) -> Artifact:
+    """Image *name* for the current inputs: the cached SIF, or a new one built now (see the module doc)."""
+    def_file, pins = _inputs(name)
+    target = planned(name)
+    if target.path.is_file():
+        return target
+    app = apptainer_command()
+    suite, mirror = debian_suite(), debian_mirror()
+    if not CA_BUNDLE.is_file():
+        raise DeployError(f"{CA_BUNDLE} is missing; the image build needs this machine's CA bundle for pip")
+    args = []
+    # SUITE and MIRROR first: the bootstrap step (1/3) uses only those two
+    for key, value in {"SUITE": suite, "MIRROR": mirror, "CA_BUNDLE": str(CA_BUNDLE), "INPUTS_DIGEST": target.digest}.items():
+        args += ["--build-arg", f"{key}={value}"]
+    definition = def_file  # its %files sources are relative to REPO, the build's working folder
+    log_path = target.path.with_suffix(".log")
+    note(f"building image {name} ({definition.relative_to(REPO) if definition.is_relative_to(REPO) else definition}, Debian {suite} from {mirror}); log: {log_path}")
+    work = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=images_dir()))
+    # %post must not see this machine's /tmp or home folder (apptainer binds both by default)
+    env = {**os.environ, "APPTAINER_TMPDIR": str(work), "SINGULARITY_TMPDIR": str(work),
+           "APPTAINER_CACHEDIR": str(images_dir() / "apptainer-cache"), "APPTAINER_NO_MOUNT": "tmp,home",
+           "SINGULARITY_NO_MOUNT": "tmp,home"}  # fmt: skip
+    sif = work / "image.sif"
+    try:
+        with open(log_path, "w") as log:
+            progress = _Progress(log, note)
+            if os.geteuid() != 0:
+                steps = [("build (--fakeroot)", [app, "build", "--fakeroot", *args, str(sif), str(definition)], False)]
+            else:
+                (work / "bootstrap.def").write_text(bootstrap_header(def_file.read_text()))
+                tree = work / "rootfs"
+                steps = [
+                    ("1/3 bootstrap (debootstrap, as root)", [app, "build", "--sandbox", *args[:4], str(tree), str(work / "bootstrap.def")], False),
+                    ("2/3 %files and %post (user namespace)", [app, "build", "--sandbox", "--update", *args, str(tree), str(definition)], True),
+                    ("3/3 pack the SIF", [app, "build", str(sif), str(tree)], False),
+                ]  # fmt: skip
+            for title, argv, userns in steps:
+                note(f"  {title}")
+                if userns:
+                    _drop_devices(work / "rootfs")
+                started = time.monotonic()
+                code = _run(argv, progress, userns=userns, env={**env, "APPTAINER_NO_MOUNT": "tmp,home,sys", "SINGULARITY_NO_MOUNT": "tmp,home,sys"} if userns else env)
+                if code == 0:
+                    note(f"  {title}: done in {time.monotonic() - started:.0f} s")
+                else:
+                    tail = "\n    ".join(progress.tail)
+                    raise DeployError(f"image {name}: {title} failed (exit {code}); full log {log_path}; last lines:\n    {tail}")
+        os.replace(sif, target.path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
