@@ -78,7 +78,7 @@ from dataclasses import dataclass
 
 from deploy.resources import ServiceSpec
 from deploy.runtime.base import Runtime, ServiceState
-from deploy.runtime.shell import all_ports_answer, kill_marked, marked_pids, probe_list, probe_ports, q
+from deploy.runtime.shell import kill_marked, marked_pids, probe_list, probe_ports, q, wait_until_ready
 
 #: Characters apptainer accepts in an instance name.
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]")
@@ -98,6 +98,15 @@ stop_instances() {  # stop every instance matching $1 (a name or a glob)
     "$app" -s instance stop "$n" >/dev/null 2>&1 || "$app" -s instance stop -F "$n" >/dev/null 2>&1 || true
   done
 }"""
+
+
+#: In the start script's wait: stop the instance when the service died while starting.
+_STOP_ON_EXIT = 'stop_instances "$inst"; rm -f "$d/pid"'
+#: In the start script's wait: the service's own pid (the first marked process) replaces apptainer's.
+_FIND_SERVICE_PID = """  if [ -z "$found" ]; then
+    found=$(service_pid)
+    [ -n "$found" ] && echo "$found" > "$d/pid"
+  fi"""
 
 
 def instance_name(site: str, service: str) -> str:
@@ -202,7 +211,6 @@ echo "$out"
         pwd = f"--pwd {q(spec.workdir)}"
         argv = " ".join(q(a) for a in spec.argv)
         probes = probe_list(spec.ports)
-        steps = int(spec.start_timeout * 5)
         return f"""set -u
 umask 077  # whatever the service writes is its owner's alone
 {FIND_APPTAINER}
@@ -237,25 +245,7 @@ done
 pid=$!
 echo "$pid" > "$d/pid"; echo {q(spec.digest())} > "$d/digest"
 found=""
-for step in $(seq 1 {steps}); do
-  if ! kill -0 "$pid" 2>/dev/null; then
-    stop_instances "$inst"; rm -f "$d/pid"
-    echo "{spec.name} exited while starting; last lines of $log:" >&2; tail -n 15 "$log" >&2; exit 1
-  fi
-  if [ -z "$found" ]; then
-    found=$(service_pid)
-    [ -n "$found" ] && echo "$found" > "$d/pid"
-  fi
-  {all_ports_answer(probes)}
-  if [ -n "$found" ] && [ "$ready" = 1 ] && [ -n "{probes}" ]; then
-    sleep 0.3; kill -0 "$pid" 2>/dev/null && exit 0  # still alive once its ports answer
-  fi
-  [ -n "$found" ] && [ -z "{probes}" ] && [ "$step" -ge 5 ] && exit 0
-  sleep 0.2
-done
-echo "{spec.name} did not answer on {probes or 'its ports'} within {spec.start_timeout:.0f} s; see $log" >&2
-exit 1
-"""
+{wait_until_ready(spec.name, probes, spec.start_timeout, on_exit=_STOP_ON_EXIT, each_step=_FIND_SERVICE_PID, guard='[ -n "$found" ] && ')}"""
 
     def stop_command(self, spec: ServiceSpec) -> str:
         return f"""set -u

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from deploy.resources import ServiceSpec
 from deploy.runtime.base import Runtime, ServiceState
-from deploy.runtime.shell import STOP_GRACE_SECONDS, all_ports_answer, probe_list, probe_ports  # noqa: F401
+from deploy.runtime.shell import STOP_GRACE_SECONDS, probe_list, probe_ports, wait_until_ready  # noqa: F401
 from deploy.runtime.shell import kill_marked as _kill_marked
 from deploy.runtime.shell import q as _q
 
@@ -41,7 +41,6 @@ echo "$out"
         source = f"set -a; . {_q(spec.env_file)}; set +a; " if spec.env_file else ""
         argv = " ".join(_q(a) for a in spec.argv)
         probes = probe_list(spec.ports)
-        steps = int(spec.start_timeout * 5)
         return f"""set -u
 umask 077  # whatever the service writes is its owner's alone
 d={_q(spec.rundir)}
@@ -54,20 +53,7 @@ echo "--- $(date -u +%FT%TZ) starting {spec.name}" >> "$log"
 ( {source}exec env TOPPIPE_SERVICE={_q(spec.marker)} {env} setsid {argv} ) </dev/null >>"$log" 2>&1 &
 pid=$!
 echo "$pid" > "$d/pid"; echo {_q(spec.digest())} > "$d/digest"
-for step in $(seq 1 {steps}); do
-  if ! kill -0 "$pid" 2>/dev/null; then
-    echo "{spec.name} exited while starting; last lines of $log:" >&2; tail -n 15 "$log" >&2; exit 1
-  fi
-  {all_ports_answer(probes)}
-  if [ "$ready" = 1 ] && [ -n "{probes}" ]; then
-    sleep 0.3; kill -0 "$pid" 2>/dev/null && exit 0  # still alive once its ports answer
-  fi
-  [ -z "{probes}" ] && [ "$step" -ge 5 ] && exit 0
-  sleep 0.2
-done
-echo "{spec.name} did not answer on {probes or 'its ports'} within {spec.start_timeout:.0f} s; see $log" >&2
-exit 1
-"""
+{wait_until_ready(spec.name, probes, spec.start_timeout)}"""
 
     def stop_command(self, spec: ServiceSpec) -> str:
         return f"""set -u

@@ -54,3 +54,27 @@ def all_ports_answer(probes: str) -> str:
   for hp in {probes}; do
     timeout 2 bash -c "exec 3<>/dev/tcp/${{hp%:*}}/${{hp##*:}}" 2>/dev/null || ready=0
   done"""
+
+
+def wait_until_ready(name: str, probes: str, timeout: float, on_exit: str = "", each_step: str = "", guard: str = "") -> str:
+    """Bash that waits for the started ``$pid`` until all *probes* answer.
+
+    Fails with the log's tail if the process exits first (after *on_exit*),
+    or when *timeout* passes. *each_step* runs every round; *guard* (a bash
+    test followed by ``&&``) must also hold before the service counts as up.
+    """
+    steps = int(timeout * 5)
+    return f"""for step in $(seq 1 {steps}); do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    {on_exit + "; " if on_exit else ""}echo "{name} exited while starting; last lines of $log:" >&2; tail -n 15 "$log" >&2; exit 1
+  fi{chr(10) + each_step if each_step else ""}
+  {all_ports_answer(probes)}
+  if {guard}[ "$ready" = 1 ] && [ -n "{probes}" ]; then
+    sleep 0.3; kill -0 "$pid" 2>/dev/null && exit 0  # still alive once its ports answer
+  fi
+  {guard}[ -z "{probes}" ] && [ "$step" -ge 5 ] && exit 0
+  sleep 0.2
+done
+echo "{name} did not answer on {probes or 'its ports'} within {timeout:.0f} s; see $log" >&2
+exit 1
+"""
