@@ -151,7 +151,21 @@ class Session:
                 f"cannot reach the scheduler of site '{record['site']}' at {record['scheduler']} ({exc}); "
                 f"check it with: python -m deploy status {record['inventory']}"
             ) from None
-        return cls(record, client)
+        session = cls(record, client)
+        session.check_parity()
+        return session
+
+    def check_parity(self) -> None:
+        """Refuse a site whose scheduler or workers run other versions than this client."""
+        from toppipe.parity import mismatches
+
+        differ = mismatches(self.client.get_versions(packages=["numpy", "pandas"]))
+        if differ:
+            self.client.close()
+            raise ToppipeError(
+                f"site '{self.site}' runs other versions than this client: {'; '.join(differ)}. "
+                f"Install the pins here (scripts/setup) and on the site (python -m deploy up {self.record['inventory']})"
+            )
 
     def status(self) -> SiteStatus:
         """Services (answering or not) and workers, with the host each runs on."""
