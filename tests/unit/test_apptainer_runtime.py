@@ -31,7 +31,7 @@ def recorded(name: str) -> str:
 def make_spec(**overrides) -> ServiceSpec:
     fields = dict(
         site="rt-unit", name="web", argv=("python3", "-m", "http.server", "8000"), rundir="/run/x/web",
-        workdir="/work/x", env=(("DASK_CONFIG", "/etc/dask"), ("LIST", "a,b c")), env_file="/secrets/web.env",
+        workdir="/srv/app", env=(("DASK_CONFIG", "/etc/dask"), ("LIST", "a,b c")), env_file="/secrets/web.env",
         ports=(("127.0.0.1", 8000),), image="/images/compute.sif", binds=("/data", "/srv/shared:/shared:ro"),
     )  # fmt: skip
     fields.update(overrides)
@@ -109,7 +109,7 @@ def test_start_command_stops_then_starts_an_instance_and_execs_the_service():
         assert part in start, part
     execute = next(line for line in script.splitlines() if "instance://" in line)
     for part in ("setsid", " exec ", "--cleanenv", "--env TOPPIPE_SERVICE=rt-unit/web", "--env-file /secrets/web.env",
-                 "--pwd /work/x", 'instance://"$inst" python3 -m http.server 8000', '>>"$log" 2>&1 &'):  # fmt: skip
+                 "--pwd /srv/app", 'instance://"$inst" python3 -m http.server 8000', '>>"$log" 2>&1 &'):  # fmt: skip
         assert part in execute, part
     assert "inst=rt-unit.web" in script and "image=/images/compute.sif" in script
     assert "d=/run/x/web" in script and spec.digest() in script
