@@ -37,30 +37,43 @@ def _handshake(context: ssl.SSLContext, address: str, port: int) -> tuple[bytes,
             return tls.recv(1), tls.version() or "TLS"
 
 
+def _attempt(context: ssl.SSLContext, address: str, port: int) -> tuple[str, str]:
+    """One TLS handshake, classified: (outcome, detail).
+
+    Outcomes: ``answered`` (detail: the TLS version), ``closed``, ``alert``
+    and ``not-tls`` (detail: the reason), ``timeout``, ``failed`` (detail: why).
+    """
+    try:
+        reply, version = _handshake(context, address, port)
+    except ssl.SSLCertVerificationError as exc:
+        return "failed", f"its certificate is not the site's: {exc.verify_message}"
+    except _CLOSED:
+        return "closed", ""
+    except ssl.SSLError as exc:
+        reason = (exc.reason or str(exc)).lower()
+        return ("alert" if "alert" in reason else "not-tls"), reason
+    except TimeoutError:
+        return "timeout", ""
+    except OSError as exc:
+        return "failed", f"cannot connect: {exc.strerror or exc}"
+    return ("answered", version) if reply else ("closed", "")
+
+
 def refuses_without_client_cert(address: str, port: int, ca: str) -> Verdict:
     """A TLS client with the site CA but no certificate of its own must be refused."""
     try:
         context = _context(ca)
     except OSError as exc:
         return False, f"cannot read the site's CA: {exc.strerror or exc}"
-    try:
-        reply, _ = _handshake(context, address, port)
-    except ssl.SSLCertVerificationError as exc:
-        return False, f"its certificate is not the site's: {exc.verify_message}"
-    except _CLOSED:
-        return True, "refused: connection closed"
-    except ssl.SSLError as exc:
-        reason = exc.reason or str(exc)
-        if "ALERT" in reason.upper():
-            return True, f"refused: {reason.lower()}"
-        return False, f"does not speak TLS: {reason.lower()}"
-    except TimeoutError:
-        return False, f"accepted a client without a certificate (not refused within {PROBE_TIMEOUT_SECONDS:.0f} s)"
-    except OSError as exc:
-        return False, f"cannot connect: {exc.strerror or exc}"
-    if not reply:
-        return True, "refused: connection closed"
-    return False, "accepted a client without a certificate and answered it"
+    outcome, detail = _attempt(context, address, port)
+    return {
+        "answered": (False, "accepted a client without a certificate and answered it"),
+        "closed": (True, "refused: connection closed"),
+        "alert": (True, f"refused: {detail}"),
+        "not-tls": (False, f"does not speak TLS: {detail}"),
+        "timeout": (False, f"accepted a client without a certificate (not refused within {PROBE_TIMEOUT_SECONDS:.0f} s)"),
+        "failed": (False, detail),
+    }[outcome]
 
 
 def refuses_plain_tcp(address: str, port: int) -> Verdict:
@@ -88,22 +101,15 @@ def accepts_site_client(address: str, port: int, ca: str, cert: str, key: str) -
         context = _context(ca, cert, key)
     except OSError as exc:
         return False, f"cannot read the site's client certificate: {exc.strerror or exc}"
-    try:
-        reply, version = _handshake(context, address, port)
-    except ssl.SSLCertVerificationError as exc:
-        return False, f"its certificate is not the site's: {exc.verify_message}"
-    except _CLOSED:
-        return False, "refused: connection closed"
-    except ssl.SSLError as exc:
-        reason = (exc.reason or str(exc)).lower()
-        return False, f"refused: {reason}" if "alert" in reason else f"TLS failed: {reason}"
-    except TimeoutError:
-        return False, f"no reply within {PROBE_TIMEOUT_SECONDS:.0f} s"
-    except OSError as exc:
-        return False, f"cannot connect: {exc.strerror or exc}"
-    if not reply:
-        return False, "refused: connection closed"
-    return True, f"{version}, the scheduler answered"
+    outcome, detail = _attempt(context, address, port)
+    return {
+        "answered": (True, f"{detail}, the scheduler answered"),
+        "closed": (False, "refused: connection closed"),
+        "alert": (False, f"refused: {detail}"),
+        "not-tls": (False, f"TLS failed: {detail}"),
+        "timeout": (False, f"no reply within {PROBE_TIMEOUT_SECONDS:.0f} s"),
+        "failed": (False, detail),
+    }[outcome]
 
 
 def tls_checks(host: str, address: str, port: int, ca: str, cert: str, key: str) -> list[CheckResult]:
