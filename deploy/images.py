@@ -1,11 +1,20 @@
 """Apptainer images of a site, built here from pinned inputs and cached by their hash.
 
-``IMAGES`` names each image's definition file and the pin files it installs.
+``IMAGES`` names each image's definition file, the pin files it installs,
+the image it starts from and the versions it takes from ``config/versions.yml``.
+Only ``base`` is bootstrapped from Debian (debootstrap); every other image
+starts from another (``Bootstrap: localimage``)::
+
+    base ── compute ── scheduler ── client
+      ├──── postgres
+      └──── redis
+
 An image is ``<cache>/images/<name>-<digest>.sif`` (``<cache>`` is
 ``$XDG_CACHE_HOME/toppipe``, by default ``~/.cache/toppipe``), where the
-digest (:func:`image_inputs_digest`) covers the definition, its pin files,
-the Debian suite of ``config/versions.yml`` and the machine architecture:
-unchanged inputs, same file, never rebuilt; one changed pin, a new image.
+digest (:func:`digest`) covers the definition, its pin files, its versions,
+the Debian suite, the machine architecture and its base image's digest:
+unchanged inputs, same file, never rebuilt; one changed pin, new images for
+exactly the images that contain it (worker.txt: compute, scheduler, client).
 
 How an image is built (:func:`build`)
 -------------------------------------
@@ -23,7 +32,9 @@ asks for every capability while this machine withholds CAP_SYS_RESOURCE
 
 1. the bootstrap only (the header of the definition, no sections) as real
    root: debootstrap needs real device nodes (``mknod``), a namespace cannot
-   make them;
+   make them. An image with a base instead gets the base's root filesystem
+   unpacked by ``unsquashfs`` (apptainer's own unpacking runs in a container
+   that may not chown here);
 2. ``apptainer build --sandbox --update`` of the full definition over that
    tree (``%files``, ``%post``, labels, environment), inside a user namespace
    that maps every id to itself: root there has every capability of that
@@ -58,6 +69,7 @@ import subprocess
 import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -65,9 +77,25 @@ import yaml
 from deploy import DeployError
 from deploy.artifacts import REPO, Artifact, cache_dir
 
-#: name -> (definition file, [pin files it installs]), paths relative to the repository.
-IMAGES: dict[str, tuple[str, list[str]]] = {
-    "compute": ("containers/compute.def", ["requirements/worker.txt"]),
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image: its definition, the pin files it installs, the image it starts
+    from, and the keys of ``config/versions.yml`` passed to it as build args."""
+
+    definition: str
+    pins: tuple[str, ...] = ()
+    base: str | None = None
+    versions: tuple[str, ...] = ()
+
+
+#: Every image, by name. Paths are relative to the repository.
+IMAGES: dict[str, ImageSpec] = {
+    "base": ImageSpec("containers/base.def"),
+    "compute": ImageSpec("containers/compute.def", ("requirements/worker.txt",), base="base"),
+    "scheduler": ImageSpec("containers/scheduler.def", ("requirements/scheduler.txt",), base="compute"),
+    "client": ImageSpec("containers/client.def", ("requirements.txt",), base="scheduler"),
+    "postgres": ImageSpec("containers/postgres.def", base="base", versions=("postgresql",)),
+    "redis": ImageSpec("containers/redis.def", base="base"),
 }
 
 VERSIONS_FILE = REPO / "config" / "versions.yml"
@@ -76,24 +104,31 @@ APT_SOURCES = Path("/etc/apt")
 LOG_TAIL = 15
 
 
-def debian_suite(versions_file: Path = VERSIONS_FILE) -> str:
+def versions(versions_file: Path | None = None) -> dict:
+    """``config/versions.yml``: the versions that are not Python packages."""
+    return yaml.safe_load(Path(versions_file or VERSIONS_FILE).read_text()) or {}
+
+
+def debian_suite(versions_file: Path | None = None) -> str:
     """The Debian suite images are built from (``debian:`` in config/versions.yml)."""
-    suite = (yaml.safe_load(Path(versions_file).read_text()) or {}).get("debian")
+    suite = versions(versions_file).get("debian")
     if not suite:
-        raise DeployError(f"{versions_file}: no 'debian:' suite; images are built from it")
+        raise DeployError(f"{versions_file or VERSIONS_FILE}: no 'debian:' suite; images are built from it")
     return str(suite)
 
 
-def image_inputs_digest(def_file, pinned_files, suite: str | None = None) -> str:
-    """16 hex digits of sha256 over the definition, its pin files, the Debian suite and the architecture.
+def image_inputs_digest(def_file, pinned_files, suite: str | None = None, extra: tuple[str, ...] = ()) -> str:
+    """16 hex digits of sha256 over the definition, its pin files, the Debian suite,
+    the architecture and *extra* (build args, the base image's digest).
 
     Paths are not hashed, only contents (a copy of the same inputs elsewhere
     has the same digest); each part is length-prefixed so that no two
     different sets of inputs concatenate to the same bytes.
     """
-    parts = [b"toppipe-image-v1", Path(def_file).read_bytes()]
+    parts = [b"toppipe-image-v2", Path(def_file).read_bytes()]
     parts += [Path(p).read_bytes() for p in pinned_files]
     parts += [(suite or debian_suite()).encode(), platform.machine().encode()]
+    parts += [e.encode() for e in extra]
     sha = hashlib.sha256()
     for part in parts:
         sha.update(len(part).to_bytes(8, "big") + part)
@@ -106,23 +141,41 @@ def images_dir() -> Path:
     return folder
 
 
-def _inputs(name: str) -> tuple[Path, list[Path]]:
+def _spec(name: str) -> ImageSpec:
     if name not in IMAGES:
         raise DeployError(f"no image named {name!r}; known: {', '.join(sorted(IMAGES))}")
-    def_file, pins = IMAGES[name]
-    return REPO / def_file, [REPO / p for p in pins]
+    return IMAGES[name]
+
+
+def version_args(name: str) -> dict[str, str]:
+    """The build args image *name* takes from config/versions.yml (``POSTGRESQL=15``...)."""
+    known = versions()
+    args = {}
+    for key in _spec(name).versions:
+        if key not in known:
+            raise DeployError(f"{VERSIONS_FILE}: no '{key}:' version; image {name} is built with it")
+        args[key.upper()] = str(known[key])
+    return args
+
+
+def digest(name: str) -> str:
+    """The inputs digest of image *name*: its own inputs and its base image's digest."""
+    spec = _spec(name)
+    extra = tuple(f"{k}={v}" for k, v in sorted(version_args(name).items()))
+    if spec.base:
+        extra += (f"base={digest(spec.base)}",)
+    return image_inputs_digest(REPO / spec.definition, [REPO / p for p in spec.pins], extra=extra)
+
+
+def chain(name: str) -> list[str]:
+    """Image *name* after every image it starts from, bases first."""
+    spec = _spec(name)
+    return (chain(spec.base) if spec.base else []) + [name]
 
 
 def planned(name: str) -> Artifact:
     """Where image *name* is (or will be) for the current inputs; builds nothing."""
-    def_file, pins = _inputs(name)
-    digest = image_inputs_digest(def_file, pins)
-    return Artifact(images_dir() / f"{name}-{digest}.sif", digest)
-
-
-def needed(site) -> list[str]:
-    """The images a site runs: all of them once any host uses the apptainer runtime."""
-    return sorted(IMAGES) if any(h.runtime == "apptainer" for h in site.hosts) else []
+    return Artifact(images_dir() / f"{name}-{digest(name)}.sif", digest(name))
 
 
 def debian_mirror(apt_dir: Path = APT_SOURCES) -> str:
@@ -234,6 +287,17 @@ def _map_identity(proc: subprocess.Popen) -> None:
     proc.stdin.close()
 
 
+def _unpack_argv(app: str, sif: Path, tree: Path) -> list[str]:
+    """unsquashfs of the root filesystem partition of *sif* into *tree*."""
+    listing = subprocess.run([app, "sif", "list", str(sif)], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) >= 5 and cells[4].startswith("FS"):
+            offset = cells[3].split("-")[0]
+            return ["unsquashfs", "-q", "-n", "-d", str(tree), "-o", offset, str(sif)]
+    raise DeployError(f"{sif}: no root filesystem partition in 'apptainer sif list'; rebuild it (delete the file)")
+
+
 def _drop_devices(tree: Path) -> None:
     """Remove the device nodes debootstrap made in ``/dev``: a user namespace cannot copy them, and
     apptainer mounts the host's ``/dev`` into every container anyway."""
@@ -246,21 +310,25 @@ def _drop_devices(tree: Path) -> None:
 
 def build(name: str, note=lambda text: None) -> Artifact:
     """Image *name* for the current inputs: the cached SIF, or a new one built now (see the module doc)."""
-    def_file, pins = _inputs(name)
+    spec = _spec(name)
+    def_file = REPO / spec.definition
     target = planned(name)
     if target.path.is_file():
         return target
+    base = build(spec.base, note) if spec.base else None
     app = apptainer_command()
-    suite, mirror = debian_suite(), debian_mirror()
     if not CA_BUNDLE.is_file():
-        raise DeployError(f"{CA_BUNDLE} is missing; the image build needs this machine's CA bundle for pip")
-    args = []
-    # SUITE and MIRROR first: the bootstrap step (1/3) uses only those two
-    for key, value in {"SUITE": suite, "MIRROR": mirror, "CA_BUNDLE": str(CA_BUNDLE), "INPUTS_DIGEST": target.digest}.items():
-        args += ["--build-arg", f"{key}={value}"]
+        raise DeployError(f"{CA_BUNDLE} is missing; the image build needs this machine's CA bundle for pip and apt")
+    # what the bootstrap step (1/3) needs comes first: the suite and mirror, or the base image
+    first = {"BASE": str(base.path)} if base else {"SUITE": debian_suite(), "MIRROR": debian_mirror()}
+    values = {**first, "CA_BUNDLE": str(CA_BUNDLE), **version_args(name), "INPUTS_DIGEST": target.digest}
+    declared = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", def_file.read_text()))
+    args = [a for key, value in values.items() if key in declared for a in ("--build-arg", f"{key}={value}")]
+    n_first = 2 * sum(1 for key in first if key in declared)
     definition = def_file  # its %files sources are relative to REPO, the build's working folder
     log_path = target.path.with_suffix(".log")
-    note(f"building image {name} ({definition.relative_to(REPO) if definition.is_relative_to(REPO) else definition}, Debian {suite} from {mirror}); log: {log_path}")
+    origin = f"from image {spec.base}" if base else f"Debian {first['SUITE']} from {first['MIRROR']}"
+    note(f"building image {name} ({spec.definition}, {origin}); log: {log_path}")
     work = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=images_dir()))
     # %post must not see this machine's /tmp or home folder (apptainer binds both by default)
     env = {**os.environ, "APPTAINER_TMPDIR": str(work), "SINGULARITY_TMPDIR": str(work),
@@ -276,7 +344,10 @@ def build(name: str, note=lambda text: None) -> Artifact:
                 (work / "bootstrap.def").write_text(bootstrap_header(def_file.read_text()))
                 tree = work / "rootfs"
                 steps = [
-                    ("1/3 bootstrap (debootstrap, as root)", [app, "build", "--sandbox", *args[:4], str(tree), str(work / "bootstrap.def")], False),
+                    # debootstrap needs real root (mknod); a base image is unpacked by unsquashfs
+                    # as root (apptainer's own unpacking runs in a container, which lacks chown here)
+                    ("1/3 unpack image " + spec.base, _unpack_argv(app, base.path, tree), False) if base else
+                    ("1/3 bootstrap (debootstrap, as root)", [app, "build", "--sandbox", *args[:n_first], str(tree), str(work / "bootstrap.def")], False),
                     ("2/3 %files and %post (user namespace)", [app, "build", "--sandbox", "--update", *args, str(tree), str(definition)], True),
                     ("3/3 pack the SIF", [app, "build", str(sif), str(tree)], False),
                 ]  # fmt: skip
@@ -284,6 +355,8 @@ def build(name: str, note=lambda text: None) -> Artifact:
                 note(f"  {title}")
                 if userns:
                     _drop_devices(work / "rootfs")
+                    # the base's labels would stay: apptainer keeps a label that exists rather than replace it
+                    (work / "rootfs" / ".singularity.d" / "labels.json").unlink(missing_ok=True)
                 started = time.monotonic()
                 code = _run(argv, progress, userns=userns, env={**env, "APPTAINER_NO_MOUNT": "tmp,home,sys", "SINGULARITY_NO_MOUNT": "tmp,home,sys"} if userns else env)
                 if code == 0:

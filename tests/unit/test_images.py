@@ -15,9 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def inputs(tmp_path):
     """Copies of the compute image's inputs, plus an unrelated file beside them."""
-    def_file, pins = images.IMAGES["compute"]
-    copied_def = shutil.copy(REPO / def_file, tmp_path / "compute.def")
-    copied_pins = [shutil.copy(REPO / p, tmp_path / Path(p).name) for p in pins]
+    spec = images.IMAGES["compute"]
+    copied_def = shutil.copy(REPO / spec.definition, tmp_path / "compute.def")
+    copied_pins = [shutil.copy(REPO / p, tmp_path / Path(p).name) for p in spec.pins]
     unrelated = tmp_path / "scheduler.txt"
     shutil.copy(REPO / "requirements" / "scheduler.txt", unrelated)
     return Path(copied_def), [Path(p) for p in copied_pins], unrelated
@@ -34,15 +34,15 @@ def test_digest_is_stable_and_short(inputs):
 
 
 def test_digest_ignores_where_the_inputs_are(inputs):
-    def_file, pins = images.IMAGES["compute"]
-    in_repo = images.image_inputs_digest(REPO / def_file, [REPO / p for p in pins], "bookworm")
+    spec = images.IMAGES["compute"]
+    in_repo = images.image_inputs_digest(REPO / spec.definition, [REPO / p for p in spec.pins], "bookworm")
     assert digest(inputs) == in_repo
 
 
 def test_digest_changes_with_the_definition(inputs):
     before = digest(inputs)
     def_file = inputs[0]
-    def_file.write_text(def_file.read_text().replace("python3 python3-venv", "python3 python3-venv procps"))
+    def_file.write_text(def_file.read_text().replace("pip check", "pip check --verbose"))
     assert digest(inputs) != before
 
 
@@ -80,17 +80,29 @@ def test_planned_path_is_named_by_image_and_digest(tmp_path, monkeypatch):
 
 
 def test_bootstrap_header_keeps_the_header_and_arguments_only():
-    header = images.bootstrap_header((REPO / "containers" / "compute.def").read_text())
+    header = images.bootstrap_header((REPO / "containers" / "base.def").read_text())
     assert "Bootstrap: debootstrap" in header and "MirrorURL: {{ MIRROR }}" in header
     assert "%arguments" in header and "SUITE=" in header
     sections = [line.split()[0] for line in header.splitlines() if line.startswith("%")]
     assert sections == ["%arguments"]
 
 
-def test_no_mirror_host_is_written_into_the_definition():
-    text = (REPO / "containers" / "compute.def").read_text()
-    mirror_line = next(line for line in text.splitlines() if line.startswith("MirrorURL:"))
+def test_no_mirror_host_is_written_into_a_definition():
+    for path in (REPO / "containers").glob("*.def"):
+        for line in path.read_text().splitlines():
+            assert "://" not in line or line.lstrip().startswith("#"), f"{path.name}: {line}"
+    base = (REPO / "containers" / "base.def").read_text()
+    mirror_line = next(line for line in base.splitlines() if line.startswith("MirrorURL:"))
     assert mirror_line.split(":", 1)[1].strip() == "{{ MIRROR }}"
+
+
+def test_only_the_base_image_is_bootstrapped_from_debian():
+    for name, spec in images.IMAGES.items():
+        header = images.bootstrap_header((REPO / spec.definition).read_text())
+        if spec.base is None:
+            assert "Bootstrap: debootstrap" in header, name
+        else:
+            assert "Bootstrap: localimage" in header and "From: {{ BASE }}" in header, name
 
 
 def test_debian_mirror_from_deb822_and_one_line_sources(tmp_path, monkeypatch):
@@ -113,6 +125,55 @@ def test_debian_mirror_from_deb822_and_one_line_sources(tmp_path, monkeypatch):
 
 
 def test_every_image_input_exists():
-    for def_file, pins in images.IMAGES.values():
-        assert (REPO / def_file).is_file()
-        assert all((REPO / p).is_file() for p in pins)
+    for spec in images.IMAGES.values():
+        assert (REPO / spec.definition).is_file()
+        assert all((REPO / p).is_file() for p in spec.pins)
+        assert spec.base is None or spec.base in images.IMAGES
+
+
+@pytest.fixture
+def repo_copy(tmp_path, monkeypatch):
+    """The image inputs of the repository, copied; images.digest reads the copy."""
+    for part in ("containers", "requirements", "config"):
+        shutil.copytree(REPO / part, tmp_path / part)
+    shutil.copy(REPO / "requirements.txt", tmp_path / "requirements.txt")
+    monkeypatch.setattr(images, "REPO", tmp_path)
+    monkeypatch.setattr(images, "VERSIONS_FILE", tmp_path / "config" / "versions.yml")
+    return tmp_path
+
+
+def _changed_images(repo, edit) -> set[str]:
+    before = {name: images.digest(name) for name in images.IMAGES}
+    edit(repo)
+    return {name for name in images.IMAGES if images.digest(name) != before[name]}
+
+
+def _bump(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda r: _bump(r / "requirements" / "worker.txt", "\ndistributed==2026.8.0 ", "\ndistributed==2026.8.1 "),
+         {"compute", "scheduler", "client"}),
+        (lambda r: _bump(r / "requirements" / "scheduler.txt", "\ndask-jobqueue==0.9.0 ", "\ndask-jobqueue==0.9.1 "),
+         {"scheduler", "client"}),
+        (lambda r: _bump(r / "requirements.txt", "\njupyterlab==4.6.6 ", "\njupyterlab==4.6.7 "), {"client"}),
+        (lambda r: _bump(r / "config" / "versions.yml", 'postgresql: "15"', 'postgresql: "16"'), {"postgres"}),
+        (lambda r: _bump(r / "config" / "versions.yml", "debian: bookworm", "debian: trixie"), set(images.IMAGES)),
+        (lambda r: _bump(r / "containers" / "redis.def", "redis-server redis-tools", "redis-server redis-tools procps"), {"redis"}),
+    ],
+    ids=["worker pin", "scheduler pin", "client pin", "postgresql version", "debian suite", "redis definition"],
+)
+def test_a_changed_input_changes_exactly_the_images_that_contain_it(repo_copy, edit, expected):
+    assert _changed_images(repo_copy, edit) == expected
+
+
+def test_build_args_are_declared_by_the_definitions_that_take_them():
+    for name, spec in images.IMAGES.items():
+        text = (REPO / spec.definition).read_text()
+        for key in images.version_args(name):
+            assert "{{ " + key + " }}" in text, f"{spec.definition} does not use {key}"
