@@ -38,11 +38,17 @@ class File:
 
 @dataclass(frozen=True)
 class Upload:
-    """A copy of the client's file *source* at *path* (compared by hash, sent only when it differs)."""
+    """A copy of the client's file *source* at *path* (compared by hash, sent only when it differs).
+
+    With *named_by_content* the path's name holds the digest of its content
+    (images): a file there is the same file and is not hashed again; a new
+    one is written beside it and renamed, so a present file is a whole one.
+    """
 
     source: str
     path: str
     mode: int = 0o600
+    named_by_content: bool = False
 
     def describe(self) -> str:
         return f"upload {self.path}"

@@ -80,6 +80,10 @@ class Engine(abc.ABC):
         """What :meth:`apply` would change; changes nothing."""
 
     @abc.abstractmethod
+    def missing_files(self, site: Site, paths: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Of *paths* (per host), those that are not regular files there; unreachable hosts are left out."""
+
+    @abc.abstractmethod
     def service_states(self, site: Site, services: list[tuple[str, ServiceSpec]]) -> dict[tuple[str, str], ServiceState]:
         """The observed state of each (host, service), keyed by (host, name)."""
 

@@ -7,8 +7,10 @@ operations; facts are shell commands with small parsers.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import posixpath
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +57,75 @@ def _ensure(check: str, apply: str) -> Iterator[str]:
     verdict = host.get_fact(ShellOutput, script=f"if {check} >/dev/null 2>&1; then echo yes; else echo no; fi")
     if verdict.strip() != "yes":
         yield _bash(apply)
+
+
+def _quiet_host_failures() -> None:
+    """A host whose operation failed ends its greenlet with PyinfraError, which gevent's hub
+    would print as a traceback; the run report names that host and why instead."""
+    import gevent
+
+    hub = gevent.get_hub()
+    if not issubclass(PyinfraError, hub.NOT_ERROR):
+        hub.NOT_ERROR = (*hub.NOT_ERROR, PyinfraError)
+
+
+@operation(is_idempotent=True)
+def _ship(src: str, dest: str, mode: str) -> Iterator:
+    """Upload a file whose name holds its content's digest: sent when absent, renamed into place whole."""
+    from pyinfra import host
+    from pyinfra.api.command import FileUploadCommand
+
+    quoted = shlex.quote(dest)
+    if host.get_fact(ShellOutput, script=f"[ -f {quoted} ] && echo yes || true").strip() != "yes":
+        yield f"mkdir -p {shlex.quote(posixpath.dirname(dest))}"
+        yield FileUploadCommand(src, dest + ".part")
+        yield f"chmod {mode} {quoted}.part && mv -f {quoted}.part {quoted}"
+
+
+#: What a host says about one path before a run: kind (F file, D folder, N none), sha256, mode.
+PathState = tuple[str, str, str]
+_NONE: PathState = ("N", "-", "-")
+
+
+def _path_states(host, paths: list[str]) -> dict[str, PathState]:
+    """Kind, content hash and mode of every one of *paths* on *host*, in one round trip."""
+    if not paths:
+        return {}
+    script = (
+        "for p in " + " ".join(shlex.quote(p) for p in paths) + "; do "
+        'if [ -f "$p" ]; then echo "F $(sha256sum < "$p" 2>/dev/null | cut -c1-64) $(stat -c %a "$p") $p"; '
+        'elif [ -d "$p" ]; then echo "D - $(stat -c %a "$p") $p"; else echo "N - - $p"; fi; done'
+    )
+    found = {}
+    for line in host.get_fact(ShellOutput, script=script).splitlines():
+        kind, digest, mode, path = (line.split(" ", 3) + ["", "", "", ""])[:4]
+        found[path] = (kind, digest or "-", mode or "-")
+    return found
+
+
+@operation(is_idempotent=True)
+def _directory(path: str, mode: str, known: PathState) -> Iterator[str]:
+    """A folder with *mode*, judged from *known* (read for all paths at once before the run)."""
+    quoted = shlex.quote(path)
+    if known[0] != "D":
+        yield f"mkdir -p {quoted} && chmod {mode} {quoted}"
+    elif known[2] != mode:
+        yield f"chmod {mode} {quoted}"
+
+
+@operation(is_idempotent=True)
+def _file(content: bytes, dest: str, mode: str, known: PathState) -> Iterator:
+    """A file with exactly *content* and *mode*, judged from *known*. A new file is made
+    private before its content arrives, so a secret is never readable by others."""
+    from pyinfra.api.command import FileUploadCommand
+
+    quoted = shlex.quote(dest)
+    same = known[0] == "F" and known[1] == hashlib.sha256(content).hexdigest()
+    if not same:
+        yield f"mkdir -p {shlex.quote(posixpath.dirname(dest))} && (umask 077; touch {quoted}) && chmod 600 {quoted}"
+        yield FileUploadCommand(io.BytesIO(content), dest)
+    if not same or known[2] != mode:
+        yield f"chmod {mode} {quoted}"
 
 
 @operation(is_idempotent=True)
@@ -205,17 +276,19 @@ class PyinfraEngine(Engine):
 
     # -- operations ------------------------------------------------------
 
-    def _add(self, state: State, host, action: Action, site: Site, site_host: Host) -> str:
+    def _add(self, state: State, host, action: Action, site: Site, site_host: Host, known: dict[str, PathState] | None = None) -> str:
         resource = action.resource
         name = f"{action.role}: {resource.describe()}"
         kwargs = {"host": host, "name": name}
+        known = known or {}
         if isinstance(resource, Directory):
-            result = add_op(state, files.directory, path=resource.path, mode=f"{resource.mode:o}", **kwargs)
+            result = add_op(state, _directory, path=resource.path, mode=f"{resource.mode:o}",
+                            known=known.get(resource.path, _NONE), **kwargs)  # fmt: skip
         elif isinstance(resource, File):
-            result = add_op(
-                state, files.put, src=io.BytesIO(resource.content), dest=resource.path,
-                mode=f"{resource.mode:o}", add_deploy_dir=False, **kwargs,
-            )  # fmt: skip
+            result = add_op(state, _file, content=resource.content, dest=resource.path, mode=f"{resource.mode:o}",
+                            known=known.get(resource.path, _NONE), **kwargs)  # fmt: skip
+        elif isinstance(resource, Upload) and resource.named_by_content:
+            result = add_op(state, _ship, src=resource.source, dest=resource.path, mode=f"{resource.mode:o}", **kwargs)
         elif isinstance(resource, Upload):
             result = add_op(
                 state, files.put, src=resource.source, dest=resource.path,
@@ -240,11 +313,16 @@ class PyinfraEngine(Engine):
         state, hosts, unreachable = self._connect(site, check_for_changes)
         ops: dict[tuple[str, str], Action] = {}
         metas = []
+        paths: dict[str, list[str]] = {}
+        for action in actions:
+            if isinstance(action.resource, (Directory, File)) and action.host in hosts:
+                paths.setdefault(action.host, []).append(action.resource.path)
+        known = {name: _path_states(hosts[name], found) for name, found in paths.items()}
         for action in actions:
             host = hosts.get(action.host)
             if host is None:
                 continue
-            op_hash = self._add(state, host, action, site, site.host(action.host))
+            op_hash = self._add(state, host, action, site, site.host(action.host), known.get(action.host))
             ops[(host.name, op_hash)] = action
             metas.append((action, host, op_hash))
         return state, ops, metas, unreachable
@@ -253,6 +331,7 @@ class PyinfraEngine(Engine):
         state, ops, metas, unreachable = self._build(site, actions, check_for_changes=False)
         callback = _Progress(ops, progress)
         state.add_callback_handler(callback)
+        _quiet_host_failures()
         try:
             run_ops(state, no_wait=True)  # each host at its own pace; none waits for the slowest
         except PyinfraError:
@@ -284,6 +363,17 @@ class PyinfraEngine(Engine):
                 continue
             runtime = get_runtime(site.host(host_name).runtime)
             found[(host_name, spec.name)] = runtime.parse_status(host.get_fact(ShellOutput, script=runtime.status_command(spec)))
+        return found
+
+    def missing_files(self, site: Site, paths: dict[str, list[str]]) -> dict[str, list[str]]:
+        state, hosts, _ = self._connect(site, check_for_changes=True)
+        found = {}
+        for name, wanted in paths.items():
+            host = hosts.get(name)
+            if host is None or not wanted:
+                continue
+            script = "for p in " + " ".join(shlex.quote(w) for w in wanted) + '; do [ -f "$p" ] || echo "$p"; done'
+            found[name] = host.get_fact(ShellOutput, script=script).splitlines()
         return found
 
     def home_dirs(self, site: Site) -> dict[str, str]:
