@@ -27,11 +27,13 @@ if "TOPPIPE_SERVICE" in os.environ:
 
 # pyinfra runs each host in a gevent greenlet; only with the standard library
 # made cooperative (what pyinfra's own CLI does first) do the hosts' ssh
-# round trips overlap instead of queueing. Done here, in the CLI process only:
-# the client library calls the same code without it (hosts then take turns).
-from gevent import monkey  # noqa: E402
+# round trips overlap instead of queueing. Done only when this file is the
+# program (python -m deploy), never on import: the client library and the
+# tests call the same code without it (hosts then take turns).
+if __name__ == "__main__":
+    from gevent import monkey
 
-monkey.patch_all()
+    monkey.patch_all()
 
 from deploy import DeployError, UserError, display  # noqa: E402
 from deploy.inventory import Site, load_site  # noqa: E402

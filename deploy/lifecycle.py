@@ -13,47 +13,142 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from deploy import UserError, artifacts
+from deploy import UserError, artifacts, images
 from deploy.engine import Engine, Progress, RunReport
 from deploy.inventory import Host, Site
-from deploy.resources import Action, Ensure, Service, ServiceSpec
+from deploy.resources import Action, Ensure, Service, ServiceSpec, Upload
 from deploy.runtime import ServiceState, get_runtime
 from deploy.state import SiteFiles, site_files, write_connection
 from roles import ROLES, HostContext
+from roles.base import IMAGE_PYTHON
 from roles.records import records_url
 
 
 def host_python(host: Host, root: str) -> str:
-    """The Python of the pinned environment on *host*."""
+    """The Python of the pinned environment on *host* (inside the images on apptainer hosts)."""
     if host.python:
         return host.python
+    if host.runtime == "apptainer":
+        return IMAGE_PYTHON
     if host.is_local:
         return sys.executable
     return f"{root}/venv/bin/python"
 
 
+def image_folder(site: Site, host: Host, root: str) -> str:
+    """Where *host* finds the site's images: the client's build cache on the client,
+    the shared filesystem when the site has one (sent once for every host), else
+    the host's site folder."""
+    if host.is_local:
+        return str(images.images_dir())
+    if site.settings.paths.shared:
+        return f"{site.settings.paths.shared}/{site.name}/images"
+    return f"{root}/images"
+
+
+def _binds(site: Site, host: Host, root: str) -> tuple[str, ...]:
+    """Host folders every container of the site sees, at the same paths."""
+    paths = [root]
+    if host.is_local:
+        paths += [str(artifacts.REPO), str(site.project_dir)]
+    elif site.settings.paths.shared:
+        paths.append(site.settings.paths.shared)
+    return tuple(dict.fromkeys(paths))
+
+
 def contexts(engine: Engine, site: Site, secrets: SiteFiles, shipped: dict | None = None) -> dict[str, HostContext]:
     """Per host: where the site lives there and what it receives."""
     homes = engine.home_dirs(site)
+    wanted = {name: images.planned(name) for name in images.IMAGES} if any(h.runtime == "apptainer" for h in site.hosts) else {}
     found = {}
     for host in site.hosts:
         root = site.host_root(host, homes.get(host.name))
+        folder = image_folder(site, host, root)
         found[host.name] = HostContext(
             site=site,
             host=host,
             root=root,
             python=host_python(host, root),
-            files=secrets.for_host(is_client="client" in host.groups),
+            files=secrets.for_host(host.groups),
             artifacts=shipped or {},
+            images={name: f"{folder}/{a.path.name}" for name, a in wanted.items()} if host.runtime == "apptainer" else {},
+            code=str(artifacts.REPO) if host.is_local else f"{root}/lib",
+            binds=_binds(site, host, root),
         )
     return found
 
 
+def images_used(site: Site, ctxs: dict[str, HostContext]) -> dict[str, list[str]]:
+    """Per apptainer host: the images its roles run there."""
+    return {
+        host.name: sorted({name for role in ROLES if role.applies_to(site, host) for name in role.images(ctxs[host.name])})
+        for host in site.hosts
+        if host.runtime == "apptainer"
+    }
+
+
+def ship_actions(site: Site, ctxs: dict[str, HostContext], unreachable: dict[str, str] | None = None) -> list[Action]:
+    """Each image a remote host runs, sent by content hash, once per place: a shared
+    folder gets each image once, from the first reachable host that needs it."""
+    unreachable = unreachable or {}
+    actions, sent = [], set()
+    for host_name, names in images_used(site, ctxs).items():
+        ctx = ctxs[host_name]
+        if ctx.host.is_local or host_name in unreachable:
+            continue
+        for name in names:
+            path = ctx.images[name]
+            if path not in sent:
+                sent.add(path)
+                actions.append(Action(host_name, "images", Upload(str(images.planned(name).path), path, named_by_content=True)))
+    return actions
+
+
+def ship_images(engine: Engine, site: Site, ctxs: dict[str, HostContext], progress: Progress | None) -> RunReport | None:
+    """Send the images that are missing, in a run of their own before anything starts.
+
+    Hosts run their actions side by side, so a service on one host must not
+    wait for an upload by another within one run; the images go first, in a
+    separate engine run (a fresh engine of the same kind), and only when one
+    is missing: an unchanged site asks one question per host and sends nothing.
+    """
+    wanted = ship_actions(site, ctxs, engine.unreachable(site))
+    if not wanted:
+        return None
+    by_host: dict[str, list[str]] = {}
+    for action in wanted:
+        by_host.setdefault(action.host, []).append(action.resource.path)
+    missing = engine.missing_files(site, by_host)
+    to_send = [a for a in wanted if a.resource.path in missing.get(a.host, ())]
+    if not to_send:
+        return None
+    shipper = type(engine)()
+    try:
+        return shipper.apply(site, to_send, progress)
+    finally:
+        shipper.close()
+
+
+def build_images(site: Site, ctxs: dict[str, HostContext], note: Callable[[str], None]) -> list[str]:
+    """Build (or find in the cache) every image the site runs; the names of those built now."""
+    built = []
+    for name in images.IMAGES:
+        if any(name in images.chain(n) for names in images_used(site, ctxs).values() for n in names):
+            if not images.planned(name).path.is_file():
+                built.append(name)
+            images.build(name, note)
+    return built
+
+
 def build_artifacts(site: Site, note: Callable[[str], None]) -> dict:
-    """Wheelhouse and code bundle, when the site has remote hosts."""
-    if all(h.is_local for h in site.hosts):
+    """Wheelhouse (for remote hosts running natively) and code bundle, when the site has remote hosts."""
+    remote = [h for h in site.hosts if not h.is_local]
+    if not remote:
         return {}
-    return {"wheelhouse": artifacts.wheelhouse(note), "source": artifacts.source_bundle()}
+    found = {"source": artifacts.source_bundle()}
+    if any(h.runtime != "apptainer" for h in remote):
+        found["wheelhouse"] = artifacts.wheelhouse(note)
+    return found
 
 
 def _per_role(site: Site, ctxs: dict[str, HostContext], method: str, roles=ROLES) -> list[tuple[str, str, object]]:
@@ -129,7 +224,7 @@ def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
         "jupyter": f"http://{settings.bind}:{settings.ports.jupyter}/lab",
         "jupyter_token_file": str(client / "secrets" / "jupyter_token"),
         "tls": {"ca": str(client / "tls/ca.pem"), "cert": str(client / "tls/client.pem"), "key": str(client / "tls/client.key")},
-        "records": records_url(ctxs[site.group("db")[0].name]),
+        "records": records_url(ctxs[site.group("client")[0].name], ctxs[site.group("db")[0].name]),
         "services": [{"host": host, "name": spec.name, "ports": spec.ports} for host, spec in services(site, ctxs)],
         "hosts": {h.name: h.address for h in site.hosts},
     }
@@ -139,8 +234,12 @@ def up(engine: Engine, site: Site, progress: Progress | None = None, note: Calla
     secrets = site_files(site)
     ctxs = contexts(engine, site, secrets, build_artifacts(site, note))
     preflight(engine, site, ctxs)
+    build_images(site, ctxs, note)
     secrets.save(site)
+    shipped = ship_images(engine, site, ctxs, progress)
     report = engine.apply(site, up_actions(site, ctxs), progress)
+    if shipped is not None:  # an image that failed to arrive also fails the services that need it, by name
+        report.results[:0] = shipped.results
     record = connection_record(site, ctxs)
     if report.ok:
         write_connection(site, record)
@@ -149,7 +248,7 @@ def up(engine: Engine, site: Site, progress: Progress | None = None, note: Calla
 
 def plan(engine: Engine, site: Site) -> RunReport:
     ctxs = contexts(engine, site, site_files(site), build_artifacts(site, lambda _: None))
-    return engine.plan(site, up_actions(site, ctxs))
+    return engine.plan(site, ship_actions(site, ctxs, engine.unreachable(site)) + up_actions(site, ctxs))
 
 
 def down(engine: Engine, site: Site, purge: bool, progress: Progress | None = None) -> RunReport:

@@ -85,6 +85,8 @@ class ServiceSpec:
     never put on a command line. ``image`` is the path of the container image
     (an Apptainer .sif) on the host and ``binds`` the host paths bound into it
     (``SRC[:DEST[:OPTS]]``); runtimes that run no containers ignore both.
+    ``stop_argv`` is the service's own clean shutdown (``pg_ctl stop``), run
+    in its environment before its processes are signalled.
     """
 
     site: str
@@ -98,6 +100,7 @@ class ServiceSpec:
     start_timeout: float = 60.0
     image: str | None = None
     binds: tuple[str, ...] = ()
+    stop_argv: tuple[str, ...] = ()
 
     @property
     def marker(self) -> str:
@@ -107,7 +110,7 @@ class ServiceSpec:
     def digest(self) -> str:
         """Changes whenever a restart is needed to apply this spec."""
         fields = asdict(self)
-        for key in ("image", "binds"):  # left out when unset, so that the digests of
+        for key in ("image", "binds", "stop_argv"):  # left out when unset, so that the digests of
             if not fields[key]:  # specs without a container stay what they were
                 del fields[key]
         blob = json.dumps(fields, sort_keys=True).encode()

@@ -2,8 +2,10 @@
 
 Everything lives under ``Site.state_dir`` (private, per user)::
 
-    tls/ca.pem ca.key {scheduler,worker,client}.{pem,key}
-    secrets/jupyter_token
+    tls/ca.pem ca.key {scheduler,worker,client,db}.{pem,key}
+    secrets/jupyter_token              the client's Jupyter
+    secrets/postgres_password, pgpass  the run records (client, db and scheduler hosts)
+    secrets/redis_password             Redis (client, db and scheduler hosts)
     connection.json        what toppipe.connect reads
     deploys/<id>/          one journal per deploy command (see journal.py)
 """
@@ -36,20 +38,35 @@ class SiteFiles:
             if not path.is_file() or path.read_bytes() != content:
                 write_private(path, content)
 
-    def for_host(self, is_client: bool) -> dict[str, bytes]:
-        """What a host receives: TLS for all, Jupyter's token for the client; never the CA key."""
+    def for_host(self, groups) -> dict[str, bytes]:
+        """What a host of *groups* receives: TLS for all; every secret for the client, the
+        database's to the db and scheduler hosts; never the CA key."""
+        wanted = set() if "client" not in groups else {n for n in self.files if n.startswith("secrets/")}
+        if {"db", "scheduler"} & set(groups):
+            wanted |= set(DATA_SECRETS)
         return {
             name: content
             for name, content in self.files.items()
-            if name != "tls/ca.key" and (is_client or not name.startswith("secrets/"))
+            if name != "tls/ca.key" and (not name.startswith("secrets/") or name in wanted)
         }
+
+
+#: The secrets of the data services, which the db and scheduler hosts receive.
+DATA_SECRETS = ("secrets/postgres_password", "secrets/pgpass", "secrets/redis_password")
+#: TLS pairs made for the site: dask's three, and the data services' on the db host.
+TLS_PAIRS = (*tls.ROLES, "db")
+
+
+def _pgpass(password: bytes) -> bytes:
+    """A libpq password file line for the records user (any host, port and database)."""
+    return b"*:*:*:toppipe:" + password.replace(b"\\", b"\\\\").replace(b":", b"\\:") + b"\n"
 
 
 def site_files(site: Site) -> SiteFiles:
     """Load the site's secrets, making missing ones in memory (see :meth:`SiteFiles.save`)."""
     root = site.state_dir
-    names = ["tls/ca.pem", "tls/ca.key", "secrets/jupyter_token"]
-    names += [f"tls/{role}.{ext}" for role in tls.ROLES for ext in ("pem", "key")]
+    names = ["tls/ca.pem", "tls/ca.key", "secrets/jupyter_token", *DATA_SECRETS]
+    names += [f"tls/{role}.{ext}" for role in TLS_PAIRS for ext in ("pem", "key")]
     existing = {name: (root / name).read_bytes() for name in names if (root / name).is_file()}
     if len(existing) == len(names):
         return SiteFiles(existing, created=False)
@@ -62,11 +79,14 @@ def site_files(site: Site) -> SiteFiles:
     hostnames = ["localhost", "127.0.0.1", site.settings.bind]
     for host in site.hosts:
         hostnames += [host.name, host.address]
-    for role in tls.ROLES:
+    for role in TLS_PAIRS:
         if f"tls/{role}.pem" not in files or f"tls/{role}.key" not in files:
             pair = tls.issue(ca, role, hostnames)
             files[f"tls/{role}.pem"], files[f"tls/{role}.key"] = pair.cert_pem, pair.key_pem
     files.setdefault("secrets/jupyter_token", secrets.token_hex(24).encode())
+    files.setdefault("secrets/postgres_password", secrets.token_hex(24).encode())
+    files.setdefault("secrets/redis_password", secrets.token_hex(24).encode())
+    files["secrets/pgpass"] = _pgpass(files["secrets/postgres_password"])
     return SiteFiles(files, created=True)
 
 

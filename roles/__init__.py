@@ -2,13 +2,26 @@
 
 from roles.base import HostContext, Role
 from roles.jupyter import JupyterRole
+from roles.lsyncd import LsyncdRole
+from roles.postgres import PostgresRole
 from roles.pyenv import PythonEnvRole
 from roles.records import RecordsRole
+from roles.redis import RedisRole
 from roles.scheduler import SchedulerRole
 from roles.site import SiteRole
 from roles.workers import WorkersRole
 
 #: ``up`` applies these in order; ``down`` stops them in reverse.
-ROLES: tuple[Role, ...] = (SiteRole(), PythonEnvRole(), RecordsRole(), SchedulerRole(), WorkersRole(), JupyterRole())
+ROLES: tuple[Role, ...] = (
+    SiteRole(),
+    PythonEnvRole(),
+    PostgresRole(),
+    RedisRole(),
+    RecordsRole(),
+    SchedulerRole(),
+    WorkersRole(),
+    JupyterRole(),
+    LsyncdRole(),
+)
 
 __all__ = ["ROLES", "HostContext", "Role"]

@@ -1,24 +1,31 @@
 """The run-record store: where pipeline runs and their tasks are remembered.
 
-``python -m toppipe.records init|check URL`` creates or checks the schema;
-the deploy role uses both so a second ``up`` changes nothing.
+Two backends behind one URL: ``sqlite:///PATH`` (the local site) and
+``postgresql://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=..&passfile=..``
+(sites with a db host running containers; the password comes from the
+``passfile``, never from the URL). ``python -m toppipe.records init|check URL``
+creates or checks the schema; the deploy role uses both, so a second ``up``
+changes nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
 from contextlib import closing
 
-SCHEMA_VERSION = 1
-SCHEMA = """
+from toppipe.errors import ToppipeError
+
+SCHEMA_VERSION = 2
+TABLES = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     pipeline TEXT NOT NULL,
     state TEXT NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
+    started DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION,
     provenance TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
@@ -26,41 +33,171 @@ CREATE TABLE IF NOT EXISTS tasks (
     name TEXT NOT NULL,
     state TEXT NOT NULL,
     host TEXT,
-    started REAL,
-    ended REAL,
+    started DOUBLE PRECISION,
+    ended DOUBLE PRECISION,
     error TEXT,
     PRIMARY KEY (run_id, name)
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started);
 """
+#: Columns added by schema 2 (added to a version-1 store by ``init``).
+ADDED_COLUMNS = {
+    "runs": (("tasks_total", "INTEGER"), ("error", "TEXT")),
+    "tasks": (("slurm_job", "TEXT"), ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("cached", "INTEGER NOT NULL DEFAULT 0"),
+              ("cache_key", "TEXT"), ("traceback", "TEXT")),
+}  # fmt: skip
+#: PostgreSQL has no ``user_version``: the schema's version is a row here.
+PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS toppipe_schema (version INTEGER NOT NULL)"
 
 
-class RecordsError(Exception):
+class RecordsError(ToppipeError):
     """The record store cannot be used."""
 
 
+def backend(url: str) -> str:
+    for prefix, name in (("sqlite:///", "sqlite"), ("postgresql://", "postgresql"), ("postgres://", "postgresql")):
+        if url.startswith(prefix):
+            return name
+    raise RecordsError(f"record store URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+
+
 def sqlite_path(url: str) -> str:
-    if not url.startswith("sqlite:///"):
-        raise RecordsError(f"only sqlite:/// URLs are supported here, got {url!r}")
+    if backend(url) != "sqlite":
+        raise RecordsError(f"not a sqlite:/// URL: {url!r}")
     return url[len("sqlite:///") :]
 
 
+def connect(url: str):
+    """A DB-API connection to the store (psycopg for PostgreSQL, sqlite3 for SQLite)."""
+    if backend(url) == "sqlite":
+        return sqlite3.connect(sqlite_path(url))
+    import psycopg
+
+    try:
+        return psycopg.connect(url, connect_timeout=10)
+    except psycopg.OperationalError as error:
+        raise RecordsError(f"cannot reach the record store: {str(error).strip()}") from None
+
+
 def init(url: str) -> None:
-    """Create the schema (idempotent)."""
-    with closing(sqlite3.connect(sqlite_path(url))) as db:
-        db.executescript(SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("PRAGMA journal_mode = WAL")
+    """Create the schema, or bring an older one up to date (idempotent)."""
+    if backend(url) == "sqlite":
+        with closing(sqlite3.connect(sqlite_path(url))) as db:
+            db.executescript(TABLES)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.commit()
+        return
+    with closing(connect(url)) as db, db.cursor() as cur:
+        for statement in filter(str.strip, TABLES.split(";")):
+            cur.execute(statement)
+        for table, columns in ADDED_COLUMNS.items():
+            for name, kind in columns:
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+        cur.execute(PG_VERSION_TABLE)
+        cur.execute("DELETE FROM toppipe_schema")
+        cur.execute("INSERT INTO toppipe_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
         db.commit()
 
 
 def is_current(url: str) -> bool:
     """True when the store exists with the current schema."""
-    path = sqlite_path(url)
-    if not os.path.exists(path):
-        return False
-    with closing(sqlite3.connect(path)) as db:
-        return db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    if backend(url) == "sqlite":
+        path = sqlite_path(url)
+        if not os.path.exists(path):
+            return False
+        with closing(sqlite3.connect(path)) as db:
+            return db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with closing(connect(url)) as db, db.cursor() as cur:
+        cur.execute("SELECT to_regclass('toppipe_schema') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return False
+        cur.execute("SELECT max(version) FROM toppipe_schema")
+        return cur.fetchone()[0] == SCHEMA_VERSION
+
+
+class RecordStore:
+    """Reads and writes runs and their tasks; one connection, used from one thread."""
+
+    def __init__(self, url: str):
+        self.url, self.kind = url, backend(url)
+        self.db = connect(url)
+        if self.kind == "sqlite":
+            self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _run(self, sql: str, args: tuple = ()) -> list[dict]:
+        if self.kind == "postgresql":
+            sql = sql.replace("?", "%s")
+        cur = self.db.cursor()
+        try:
+            cur.execute(sql, args)
+            if cur.description is None:
+                return []
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, tuple(row))) for row in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def write(self, events: list[tuple[str, dict]]) -> None:
+        """Apply ``(topic, message)`` events (see :mod:`toppipe.recorder`) in one transaction."""
+        for topic, msg in events:
+            if topic == "toppipe-run":
+                self._run_event(msg)
+            elif topic == "toppipe-task":
+                self._task_event(msg)
+        self.db.commit()
+
+    def _run_event(self, msg: dict) -> None:
+        if msg["state"] == "started":
+            self._run(
+                "INSERT INTO runs (id, pipeline, state, started, provenance, tasks_total) VALUES (?, ?, 'running', ?, ?, ?)",
+                (msg["run"], msg["pipeline"], msg["time"], json.dumps(msg.get("provenance", {}), sort_keys=True), len(msg["tasks"])),
+            )
+            for name in msg["tasks"]:
+                self._run("INSERT INTO tasks (run_id, name, state, attempts, cached, cache_key) VALUES (?, ?, 'pending', 0, 0, ?)",
+                          (msg["run"], name, msg.get("keys", {}).get(name)))  # fmt: skip
+        else:
+            self._run("UPDATE runs SET state = ?, ended = ?, error = ? WHERE id = ?", (msg["state"], msg["time"], msg.get("error"), msg["run"]))
+
+    def _task_event(self, msg: dict) -> None:
+        run, task, state, when = msg["run"], msg["task"], msg["state"], msg["time"]
+        if state == "running":
+            self._run("UPDATE tasks SET state = 'running', host = ?, slurm_job = ?, started = ?, attempts = attempts + 1, "
+                      "error = NULL, traceback = NULL WHERE run_id = ? AND name = ?",
+                      (msg.get("host"), msg.get("slurm_job"), when, run, task))  # fmt: skip
+        else:
+            self._run("UPDATE tasks SET state = ?, ended = ?, cached = ?, error = ?, traceback = ? WHERE run_id = ? AND name = ?",
+                      (state, when, int(state == "cached"), msg.get("error"), msg.get("traceback"), run, task))  # fmt: skip
+
+    def runs(self, limit: int = 50, offset: int = 0, pipeline: str | None = None, state: str | None = None) -> list[dict]:
+        """The most recent runs first, optionally of one *pipeline* or in one *state*."""
+        where, args = [], []
+        for column, value in (("pipeline", pipeline), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._run(f"SELECT * FROM runs {clause}ORDER BY started DESC LIMIT ? OFFSET ?", (*args, limit, offset))
+        for row in rows:
+            row["provenance"] = json.loads(row["provenance"] or "{}")
+        return rows
+
+    def run(self, run_id: str) -> dict | None:
+        rows = self._run("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if rows:
+            rows[0]["provenance"] = json.loads(rows[0]["provenance"] or "{}")
+        return rows[0] if rows else None
+
+    def tasks(self, run_id: str) -> list[dict]:
+        return self._run("SELECT * FROM tasks WHERE run_id = ? ORDER BY started IS NULL, started, name", (run_id,))
 
 
 def main(argv: list[str]) -> int:
@@ -68,10 +205,14 @@ def main(argv: list[str]) -> int:
         print("usage: python -m toppipe.records init|check URL", file=sys.stderr)
         return 2
     command, url = argv
-    if command == "init":
-        init(url)
-        return 0
-    return 0 if is_current(url) else 1
+    try:
+        if command == "init":
+            init(url)
+            return 0
+        return 0 if is_current(url) else 1
+    except RecordsError as error:
+        print(f"records: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import shlex
 from deploy.checks.hosts import Section, last_line
 from deploy.checks.results import CheckResult
 from deploy.runtime import ServiceState
+from deploy.runtime.apptainer import instance_name, parse_instance_list
 
 #: Packages whose versions must be the pinned ones on the client, the scheduler host and the worker hosts.
 PACKAGES = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "numpy", "pandas")
@@ -50,7 +51,10 @@ def judge_service(host: str, role: str, name: str, section: Section) -> CheckRes
 # -- versions ------------------------------------------------------------
 
 
-def versions_script(python: str) -> str:
+def versions_script(python: str, ctx=None, image: str | None = None) -> str:
+    """The versions one-liner, inside *image* where the host of *ctx* runs containers."""
+    if ctx is not None and image and ctx.in_containers:
+        return ctx.exec_command(image, [python, "-c", _VERSIONS_CODE])
     return f"{shlex.quote(python)} -c {shlex.quote(_VERSIONS_CODE)}"
 
 
@@ -95,6 +99,32 @@ def judge_versions(host: str, python: str, section: Section, pins: dict[str, str
     if wrong:
         return CheckResult(host, "site", check, False, "; ".join(wrong))
     return CheckResult(host, "site", check, True, f"{len(pins)} packages as pinned (dask {pins.get('dask', '?')})")
+
+
+# -- images --------------------------------------------------------------
+
+
+def judge_images(host: str, site: str, section: Section, specs) -> CheckResult:
+    """Each container service runs in its instance, from the image of the current inputs;
+    the detail names each image and its digest (``compute-<digest>.sif``)."""
+    check = "images"
+    try:
+        running = {i.name: i.image for i in parse_instance_list(section.output)}
+    except ValueError as exc:
+        return CheckResult(host, "site", check, False, str(exc))
+    problems, seen = [], []
+    for spec in (s for s in specs if s.image):
+        name = instance_name(site, spec.name)
+        found = running.get(name)
+        if found is None:
+            problems.append(f"{spec.name}: no instance {name}")
+        elif found != spec.image:
+            problems.append(f"{spec.name}: runs {found.rsplit('/', 1)[-1]}, expected {spec.image.rsplit('/', 1)[-1]} (run up)")
+        else:
+            seen.append(f"{spec.name} {found.rsplit('/', 1)[-1].removesuffix('.sif')}")
+    if problems:
+        return CheckResult(host, "site", check, False, "; ".join(problems))
+    return CheckResult(host, "site", check, True, ", ".join(seen))
 
 
 # -- disk ----------------------------------------------------------------

@@ -19,7 +19,7 @@ from deploy.checks.results import CheckReport, CheckResult
 from deploy.checks.tls import scheduler_tls_checks
 from deploy.inventory import Site
 from deploy.resources import ServiceSpec
-from deploy.runtime import get_runtime
+from deploy.runtime import ApptainerRuntime, get_runtime
 from deploy.state import SiteFiles
 from roles import HostContext
 
@@ -57,13 +57,20 @@ def _batch(site: Site, ctx: HostContext, specs: list[ServiceSpec], token: str) -
     host, runtime = ctx.host, get_runtime(ctx.host.runtime)
     sections = {f"service {spec.name}": runtime.status_command(spec) for spec in specs}
     if set(host.groups) & set(VERSIONED_GROUPS):
-        sections["versions"] = probes.versions_script(ctx.python)
+        sections["versions"] = probes.versions_script(ctx.python, ctx, _image_of(host))
+    if ctx.in_containers and any(spec.image for spec in specs):
+        sections["images"] = ApptainerRuntime().instance_list_command(site.name)
     sections["disk"] = probes.disk_script(ctx.root)
     if site.settings.paths.shared and "workers" in host.groups:
         sections["shared write"] = shared.write_script(shared.marker_path(site.settings.paths.shared, site.name, host.name, token), token)
     if "slurm" in host.groups:
         sections["slurm"] = probes.SLURM_SCRIPT
     return sections
+
+
+def _image_of(host) -> str:
+    """The image whose Python the versions check asks on an apptainer host."""
+    return "client" if "client" in host.groups else "scheduler" if "scheduler" in host.groups else "compute"
 
 
 def _judge(
@@ -74,6 +81,8 @@ def _judge(
     results = [probes.judge_service(name, roles[(name, spec.name)], spec.name, out[f"service {spec.name}"]) for spec in specs]
     if "versions" in out:
         results.append(probes.judge_versions(name, ctx.python, out["versions"], pins))
+    if "images" in out:
+        results.append(probes.judge_images(name, ctx.site.name, out["images"], specs))
     results.append(probes.judge_disk(name, ctx.root, out["disk"], min_free))
     return results
 

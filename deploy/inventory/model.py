@@ -29,6 +29,8 @@ class Ports:
     scheduler: int = 8786
     dashboard: int = 8787
     jupyter: int = 8888
+    postgres: int = 5432  # the run records on the db host (apptainer sites)
+    redis: int = 6379
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,14 @@ _FIND_SERVICE_PID = """  if [ -z "$found" ]; then
   fi"""
 
 
+def _clean_shutdown(spec: ServiceSpec) -> str:
+    """Bash running the service's own shutdown (``spec.stop_argv``) in its instance, if it runs."""
+    if not spec.stop_argv:
+        return ""
+    argv = " ".join(q(a) for a in spec.stop_argv)
+    return f'[ -n "$(instance_names "$inst")" ] && "$app" -s exec instance://"$inst" {argv} </dev/null >/dev/null 2>&1 || true'
+
+
 def instance_name(site: str, service: str) -> str:
     """The instance name of *service* of *site*: ``<site>.<service>``, in apptainer's characters.
 
@@ -226,6 +234,7 @@ d={q(spec.rundir)}
 inst={q(instance_name(spec.site, spec.name))}
 image={q(image)}
 mkdir -p "$d" && chmod 700 "$d"
+{_clean_shutdown(spec)}
 stop_instances "$inst"
 {kill_marked(spec.marker, fixed=True)}
 rm -f "$d/pid" "$d/digest"
@@ -245,14 +254,17 @@ done
 pid=$!
 echo "$pid" > "$d/pid"; echo {q(spec.digest())} > "$d/digest"
 found=""
-{wait_until_ready(spec.name, probes, spec.start_timeout, on_exit=_STOP_ON_EXIT, each_step=_FIND_SERVICE_PID, guard='[ -n "$found" ] && ')}"""
+{wait_until_ready(spec.name, probes, spec.start_timeout, on_exit=_STOP_ON_EXIT, each_step=_FIND_SERVICE_PID,
+                  guard='[ -n "$found" ] && ', on_timeout=_STOP_ON_EXIT + chr(10) + kill_marked(spec.marker, fixed=True))}"""
 
     def stop_command(self, spec: ServiceSpec) -> str:
         return f"""set -u
 {FIND_APPTAINER}
 {_LIST_FUNCTIONS}
 d={q(spec.rundir)}
-stop_instances {q(instance_name(spec.site, spec.name))}
+inst={q(instance_name(spec.site, spec.name))}
+{_clean_shutdown(spec)}
+stop_instances "$inst"
 {kill_marked(spec.marker, fixed=True)}
 rm -f "$d/pid" "$d/digest"
 """

@@ -16,6 +16,14 @@ from deploy.runtime.shell import kill_marked as _kill_marked
 from deploy.runtime.shell import q as _q
 
 
+def _clean_shutdown(spec: ServiceSpec) -> str:
+    """Bash running the service's own shutdown (``spec.stop_argv``) in its environment."""
+    if not spec.stop_argv:
+        return ""
+    env = " ".join(f"{k}={_q(v)}" for k, v in spec.env)
+    return f"( cd {_q(spec.workdir)} && env {env} {' '.join(_q(a) for a in spec.stop_argv)} ) </dev/null >/dev/null 2>&1 || true"
+
+
 class NativeRuntime(Runtime):
     """Runs a service as a detached process group from the host's environment."""
 
@@ -53,11 +61,12 @@ echo "--- $(date -u +%FT%TZ) starting {spec.name}" >> "$log"
 ( {source}exec env TOPPIPE_SERVICE={_q(spec.marker)} {env} setsid {argv} ) </dev/null >>"$log" 2>&1 &
 pid=$!
 echo "$pid" > "$d/pid"; echo {_q(spec.digest())} > "$d/digest"
-{wait_until_ready(spec.name, probes, spec.start_timeout)}"""
+{wait_until_ready(spec.name, probes, spec.start_timeout, on_timeout=_kill_marked(spec.marker, fixed=True) + chr(10) + 'rm -f "$d/pid" "$d/digest"')}"""
 
     def stop_command(self, spec: ServiceSpec) -> str:
         return f"""set -u
 d={_q(spec.rundir)}
+{_clean_shutdown(spec)}
 {_kill_marked(spec.marker, fixed=True)}
 rm -f "$d/pid" "$d/digest"
 """

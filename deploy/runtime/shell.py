@@ -56,12 +56,16 @@ def all_ports_answer(probes: str) -> str:
   done"""
 
 
-def wait_until_ready(name: str, probes: str, timeout: float, on_exit: str = "", each_step: str = "", guard: str = "") -> str:
+def wait_until_ready(
+    name: str, probes: str, timeout: float, on_exit: str = "", each_step: str = "", guard: str = "", on_timeout: str = ""
+) -> str:
     """Bash that waits for the started ``$pid`` until all *probes* answer.
 
     Fails with the log's tail if the process exits first (after *on_exit*),
-    or when *timeout* passes. *each_step* runs every round; *guard* (a bash
-    test followed by ``&&``) must also hold before the service counts as up.
+    or when *timeout* passes (after *on_timeout*, which stops what started:
+    a failed start leaves nothing running). *each_step* runs every round;
+    *guard* (a bash test followed by ``&&``) must also hold before the
+    service counts as up.
     """
     steps = int(timeout * 5)
     return f"""for step in $(seq 1 {steps}); do
@@ -75,6 +79,8 @@ def wait_until_ready(name: str, probes: str, timeout: float, on_exit: str = "", 
   {guard}[ -z "{probes}" ] && [ "$step" -ge 5 ] && exit 0
   sleep 0.2
 done
-echo "{name} did not answer on {probes or 'its ports'} within {timeout:.0f} s; see $log" >&2
+{on_timeout}
+echo "{name} did not answer on {probes or 'its ports'} within {timeout:.0f} s, so it was stopped; last lines of $log:" >&2
+tail -n 15 "$log" >&2
 exit 1
 """

@@ -12,6 +12,9 @@ class JupyterRole(Role):
     name = "jupyter"
     group = "client"
 
+    def images(self, ctx: HostContext) -> tuple[str, ...]:
+        return ("client",)
+
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
         settings = ctx.site.settings
         argv = [
@@ -31,7 +34,7 @@ class JupyterRole(Role):
         )
         return [
             ctx.spec(
-                "jupyter", argv, env=env, workdir=str(ctx.site.project_dir), ports=((settings.bind, settings.ports.jupyter),)
+                "jupyter", argv, image="client", env=env, workdir=str(ctx.site.project_dir), ports=((settings.bind, settings.ports.jupyter),)
             )
         ]
 

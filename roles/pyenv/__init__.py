@@ -1,7 +1,9 @@
-"""The pinned Python environment on remote hosts, from the client's wheelhouse.
+"""toppipe's code on remote hosts and, where they run services natively, the
+pinned Python environment from the client's wheelhouse.
 
 Hosts need no route out: the wheels and toppipe's code arrive as two tars,
-sent only when their hash changes, and the venv is rebuilt only then.
+sent only when their hash changes, and the venv is rebuilt only then. Hosts
+running containers get the code only: the images hold the environment.
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ class PythonEnvRole(Role):
         return not host.is_local
 
     def up(self, ctx: HostContext) -> list[Resource]:
-        wheels, source = ctx.artifacts["wheelhouse"], ctx.artifacts["source"]
+        source = ctx.artifacts["source"]
         root = shlex.quote(ctx.root)
+        unpack = f"set -e; cd {root}; rm -rf lib; mkdir lib; tar -xf source.tar -C lib; echo {source.digest} > lib/.digest"
+        code = [
+            Upload(str(source.path), ctx.path("source.tar")),
+            Ensure("toppipe code", f'[ "$(cat {root}/lib/.digest 2>/dev/null)" = {source.digest} ]', unpack),
+        ]
+        if ctx.in_containers:
+            return code
+        wheels = ctx.artifacts["wheelhouse"]
         venv = f"{root}/venv"
         stamp = f"{venv}/.toppipe-wheels"
         build = (
@@ -32,10 +42,8 @@ class PythonEnvRole(Role):
             f'echo "$PWD/lib" > "$(venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()[\'purelib\'])")/toppipe.pth"; '
             f"rm -rf wheels.tmp; echo {wheels.digest} > {stamp}"
         )
-        unpack = f"set -e; cd {root}; rm -rf lib; mkdir lib; tar -xf source.tar -C lib; echo {source.digest} > lib/.digest"
         return [
             Upload(str(wheels.path), ctx.path("wheelhouse.tar")),
             Ensure("python environment (pinned wheels)", f'[ "$(cat {stamp} 2>/dev/null)" = {wheels.digest} ]', build),
-            Upload(str(source.path), ctx.path("source.tar")),
-            Ensure("toppipe code", f'[ "$(cat {root}/lib/.digest 2>/dev/null)" = {source.digest} ]', unpack),
+            *code,
         ]

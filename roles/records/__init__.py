@@ -1,22 +1,40 @@
-"""The run-record store: SQLite on the site's db host (PostgreSQL arrives with containers)."""
+"""The run-record store: PostgreSQL on a db host that runs containers, else SQLite there."""
 
 from __future__ import annotations
 
-import shlex
+from urllib.parse import urlencode
 
+from deploy.inventory import Host, Site
 from deploy.resources import Ensure, Resource
 from roles.base import HostContext, Role
+from roles.postgres import DATABASE, USER
 
 
-def records_url(ctx: HostContext) -> str:
-    return "sqlite:///" + ctx.path("data", "records.sqlite")
+def uses_postgres(site: Site) -> bool:
+    return site.group("db")[0].runtime == "apptainer"
+
+
+def records_url(ctx: HostContext, db_ctx: HostContext | None = None) -> str:
+    """The store's URL as the host of *ctx* reaches it: PostgreSQL with that host's CA and
+    password file, or the SQLite file on the db host (of *db_ctx*, by default *ctx*)."""
+    site = ctx.site
+    db: Host = site.group("db")[0]
+    if not uses_postgres(site):
+        return "sqlite:///" + (db_ctx or ctx).path("data", "records.sqlite")
+    query = urlencode({"sslmode": "verify-full", "sslrootcert": ctx.path("tls", "ca.pem"), "passfile": ctx.path("secrets", "pgpass")})
+    return f"postgresql://{USER}@{db.address}:{site.settings.ports.postgres}/{DATABASE}?{query}"
 
 
 class RecordsRole(Role):
     name = "records"
     group = "db"
 
+    def images(self, ctx: HostContext) -> tuple[str, ...]:
+        return ("scheduler",) if uses_postgres(ctx.site) else ()
+
     def up(self, ctx: HostContext) -> list[Resource]:
-        cmd = f"{shlex.quote(ctx.python)} -m toppipe.records"
-        url = shlex.quote(records_url(ctx))
-        return [Ensure("run-record store (SQLite)", check=f"{cmd} check {url}", apply=f"{cmd} init {url}")]
+        url = records_url(ctx)
+        kind = "PostgreSQL" if uses_postgres(ctx.site) else "SQLite"
+        init = ctx.exec_command("scheduler", [ctx.python, "-m", "toppipe.records", "init", url])
+        check = ctx.exec_command("scheduler", [ctx.python, "-m", "toppipe.records", "check", url])
+        return [Ensure(f"run-record store ({kind}) schema", check=check, apply=init)]

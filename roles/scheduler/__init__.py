@@ -7,8 +7,9 @@ import shlex
 
 import yaml
 
-from deploy.resources import Ensure, File, Resource, Service, ServiceSpec
+from deploy.resources import Absent, Ensure, File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
+from roles.records import records_url, uses_postgres
 
 
 def agent_config(ctx: HostContext) -> dict:
@@ -21,6 +22,9 @@ def agent_config(ctx: HostContext) -> dict:
         "dashboard": f"{settings.bind}:{settings.ports.dashboard}",
         "scheduler_file": ctx.path("scheduler.json"),
     }
+    db = site.group("db")[0]
+    if uses_postgres(site) or db.name == ctx.host.name:  # SQLite only where the agent can open it
+        config["records"] = records_url(ctx)
     if "slurm" in ctx.host.groups:
         slurm = settings.slurm
         shared = settings.paths.shared or ctx.root
@@ -30,16 +34,36 @@ def agent_config(ctx: HostContext) -> dict:
             "walltime": slurm.walltime,
             "cores": slurm.cores,
             "memory": slurm.memory,
-            "python": ctx.python,
+            "python": slurm_python(ctx),
             "job_name": f"toppipe-{site.name}",
             "workdir": f"{shared}/{site.name}/slurm",
         }
     return config
 
 
+#: What the agent needs from a Slurm host inside its container: the cluster's
+#: configuration and munge's socket (sbatch authenticates through it).
+SLURM_BINDS = ("/etc/slurm", "/run/munge")
+
+
+#: What a Slurm worker sees of its job inside the compute image.
+SLURM_JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_NODELIST", "SLURM_CPUS_ON_NODE", "SLURMD_NODENAME")
+
+
+def slurm_python(ctx: HostContext) -> str:
+    """The Python command of Slurm worker jobs: inside the compute image where the site runs containers."""
+    if not ctx.in_containers:
+        return ctx.python
+    marker = (("TOPPIPE_SERVICE", f"{ctx.site.name}/slurm-worker"),)
+    return ctx.exec_command("compute", [ctx.python], env=marker, passed=SLURM_JOB_VARIABLES)
+
+
 class SchedulerRole(Role):
     name = "scheduler"
     group = "scheduler"
+
+    def images(self, ctx: HostContext) -> tuple[str, ...]:
+        return ("scheduler", "compute") if "slurm" in ctx.host.groups else ("scheduler",)
 
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
         config = agent_config(ctx)
@@ -51,7 +75,8 @@ class SchedulerRole(Role):
         if "slurm" in config:
             # dask-jobqueue writes each job script to a temporary file: keep those on the shared filesystem.
             env += (("TMPDIR", f"{config['slurm']['workdir']}/scripts"),)
-        return [ctx.spec("scheduler", argv, ports=ports, env=env)]
+        binds = SLURM_BINDS if "slurm" in config else ()
+        return [ctx.spec("scheduler", argv, image="scheduler", ports=ports, env=env, binds=binds)]
 
     def up(self, ctx: HostContext) -> list[Resource]:
         config = agent_config(ctx)
@@ -85,6 +110,12 @@ class SchedulerRole(Role):
                 )
             )
         return resources
+
+
+    def purge(self, ctx: HostContext) -> list[Resource]:
+        """The site's folder on the shared filesystem (images, Slurm work folder, project copy), once."""
+        shared = ctx.site.settings.paths.shared
+        return [Absent(f"{shared}/{ctx.site.name}")] if shared else []
 
 
 def _digest(config: dict) -> str:

@@ -10,6 +10,9 @@ class WorkersRole(Role):
     name = "workers"
     group = "workers"
 
+    def images(self, ctx: HostContext) -> tuple[str, ...]:
+        return ("compute",)
+
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
         if ctx.host.workers == 0:
             return []
@@ -28,7 +31,7 @@ class WorkersRole(Role):
             "--local-directory", ctx.path("work", "workers"),
             "--resources", "host=1",
         ]  # fmt: skip
-        return [ctx.spec("workers", argv, env=(("TOPPIPE_HOST", ctx.host.name),))]
+        return [ctx.spec("workers", argv, image="compute", env=(("TOPPIPE_HOST", ctx.host.name),))]
 
     def up(self, ctx: HostContext) -> list[Resource]:
         return [Service(spec) for spec in self.services(ctx)]

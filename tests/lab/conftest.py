@@ -83,3 +83,30 @@ def lab() -> Lab:
         if up.returncode != 0:
             pytest.fail(f"scripts/lab up failed ({up.returncode}):\n{up.stderr}\n{up.stdout}")
     return load_lab()
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory):
+    """A state folder of the module's own: its own CA, secrets and connection record."""
+    return tmp_path_factory.mktemp("labstate")
+
+
+@pytest.fixture(scope="module")
+def site(lab, state_dir):
+    """``deploy up inventories/lab`` once for the module (images built when missing); ``down --purge`` after."""
+    from tests.conftest import run_deploy
+
+    up = run_deploy("up", "inventories/lab", state_dir=state_dir, timeout=1500)
+    assert up.code == 0, up.stdout + up.stderr
+    yield up
+    run_deploy("down", "inventories/lab", "--purge", state_dir=state_dir, timeout=300)
+
+
+@pytest.fixture
+def session(site, state_dir, monkeypatch):
+    """A toppipe session on the module's lab site."""
+    monkeypatch.setenv("TOPPIPE_STATE_DIR", str(state_dir))
+    import toppipe
+
+    with toppipe.connect("lab") as session:
+        yield session

@@ -20,28 +20,6 @@ INVENTORY = "inventories/lab"
 HOSTS = ("login", "db", "node1", "node2")
 
 
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("labstate")
-
-
-@pytest.fixture(scope="module")
-def site(lab, state_dir):
-    up = run_deploy("up", INVENTORY, state_dir=state_dir, timeout=900)
-    assert up.code == 0, up.stdout + up.stderr
-    yield up
-    run_deploy("down", INVENTORY, "--purge", state_dir=state_dir, timeout=300)
-
-
-@pytest.fixture
-def session(site, state_dir, monkeypatch):
-    monkeypatch.setenv("TOPPIPE_STATE_DIR", str(state_dir))
-    import toppipe
-
-    with toppipe.connect("lab") as session:
-        yield session
-
-
 def test_up_deploys_every_host_and_runs_its_checks(site):
     for host in HOSTS:
         assert any(line.startswith(host) for line in site.stdout.splitlines()), host

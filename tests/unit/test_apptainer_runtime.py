@@ -132,7 +132,7 @@ def test_status_stop_sweep_leftovers_commands():
     assert "grep -qzxF TOPPIPE_SERVICE=rt-unit/web /proc/$pid/environ" in status
     assert "port:$hp=open" in status
     stop = RUNTIME.stop_command(spec)
-    assert "instance stop" in stop and "stop_instances rt-unit.web" in stop
+    assert "instance stop" in stop and "inst=rt-unit.web" in stop and 'stop_instances "$inst"' in stop
     assert "kill -TERM" in stop and 'rm -f "$d/pid" "$d/digest"' in stop
     sweep = RUNTIME.sweep_command("rt-unit")
     assert "stop_instances 'rt-unit.*'" in sweep and "grep -lzxE 'TOPPIPE_SERVICE=rt-unit/.*'" in sweep
@@ -204,7 +204,7 @@ def test_digest_changes_with_image_and_binds():
 def test_digest_of_specs_without_a_container_is_unchanged():
     """Adding the image fields must not restart every native service once."""
     spec = ServiceSpec(site="s", name="n", argv=(sys.executable,), rundir="/r", workdir="/w")
-    legacy = {k: v for k, v in asdict(spec).items() if k not in ("image", "binds")}
+    legacy = {k: v for k, v in asdict(spec).items() if k not in ("image", "binds", "stop_argv")}
     import hashlib
 
     expected = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:16]
