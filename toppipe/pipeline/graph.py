@@ -1,0 +1,288 @@
+"""The pipeline graph: tasks, the edges between them, and the order they run in.
+
+A parameter whose name is another task's name is an *input*: the task receives
+that task's result. ``after=`` adds an edge without passing a result. Every
+other parameter is a *param* a run may override. The graph is checked each
+time it changes, so a bad edge or a cycle is reported where it was made.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+from toppipe.errors import ToppipeError
+from toppipe.pipeline import ordering
+
+
+class PipelineError(ToppipeError):
+    """A pipeline or one of its tasks is malformed, or names something unknown."""
+
+
+class _Required:
+    """The default of a param that has none: a run must supply it."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+    def __reduce__(self) -> str:
+        return "REQUIRED"  # unpickles as this module's singleton
+
+
+REQUIRED = _Required()
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What ``@task`` records on a function (as ``func.__toppipe_task__``)."""
+
+    name: str | None = None
+    after: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One node: *inputs* pass results, *after* only orders, *params* are the rest."""
+
+    name: str
+    func: Callable[..., Any] = field(repr=False)
+    inputs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """The tasks this one waits for: its inputs, then its other ``after`` tasks."""
+        return self.inputs + tuple(name for name in self.after if name not in self.inputs)
+
+
+def _from_file(task: Task, source) -> bool:
+    """True when *task*'s function was defined in the pipeline's file (not in a notebook cell)."""
+    code = getattr(task.func, "__code__", None)
+    return code is not None and Path(code.co_filename) == Path(source)
+
+
+def task(func: Callable | None = None, /, *, after: str | Iterable[str] = (), name: str | None = None):
+    """Mark *func* as a task, as ``@task`` or ``@task(after=[...], name=...)``; returns it unchanged."""
+    options = TaskOptions(name=name, after=_names(after))
+
+    def mark(target: Callable) -> Callable:
+        if not callable(target):
+            raise PipelineError(f"@task marks functions, not {type(target).__name__} objects")
+        target.__toppipe_task__ = options
+        return target
+
+    return mark if func is None else mark(func)
+
+
+@dataclass(frozen=True)
+class _Declared:
+    func: Callable[..., Any]
+    after: tuple[str, ...]
+    parameters: tuple[tuple[str, Any], ...]
+
+
+class Pipeline:
+    """Named tasks and their edges; always valid (every change is checked)."""
+
+    #: The session ``toppipe.Session.load`` bound this pipeline to (``run`` uses it).
+    session = None
+
+    def run(self, on: str = "hosts", *, only=None, downstream_of=None, params=None, force: bool = False, session=None):
+        """Start a run on the site's workers (``hosts`` or ``slurm``) or here (``local``); returns a Run at once.
+
+        ``only`` runs one task (its inputs from the cache), ``downstream_of`` a task
+        and everything after it. A pipeline loaded from a file is read again
+        first when the file changed since, keeping tasks added in the notebook.
+        """
+        session = session or self.session
+        if session is None:
+            raise PipelineError(f"pipeline {self.name} is not bound to a site: load it with session.load(...) or pass session=")
+        return session.run_pipeline(self.refreshed(), on=on, only=only, downstream_of=downstream_of, params=params, force=force)
+
+    def refreshed(self) -> Pipeline:
+        """This pipeline, re-read from its file if the file changed since it was loaded."""
+        if self.source is None or not Path(self.source).is_file():
+            return self
+        if Path(self.source).stat().st_mtime_ns == self._loaded_mtime:
+            return self
+        from toppipe.pipeline.loader import load
+
+        fresh = load(self.source)
+        for name, task in self.tasks.items():
+            if name not in fresh.tasks and not _from_file(task, self.source):
+                fresh.add(task.func, after=task.after, name=name)
+        fresh.session = self.session
+        self._tasks, self._order, self._declared = fresh._tasks, fresh._order, fresh._declared
+        self._loaded_mtime = fresh._loaded_mtime
+        return self
+
+    def __init__(self, name: str, tasks: Iterable[Callable | Task] = (), *, source: Path | None = None):
+        if not isinstance(name, str) or not name.strip():
+            raise PipelineError(f"a pipeline needs a non-empty name, not {name!r}")
+        self.name = name
+        self.source = source
+        self._loaded_mtime = Path(source).stat().st_mtime_ns if source is not None and Path(source).is_file() else None
+        declared: dict[str, _Declared] = {}
+        for item in tasks:
+            task_name, entry = self._declare(item, (), None)
+            if task_name in declared:
+                raise PipelineError(
+                    f"pipeline {name!r}: two tasks are named {task_name!r}; rename one with @task(name=...)"
+                )
+            declared[task_name] = entry
+        self._tasks, self._order = self._resolve(declared)
+        self._declared = declared
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """Name -> :class:`Task`, in the order the tasks were added."""
+        return dict(self._tasks)
+
+    def add(self, func_or_task: Callable | Task, *, after: str | Iterable[str] = (), name: str | None = None,
+            replace: bool = False) -> Task:
+        """Add a task (``after`` adds to any ``@task(after=...)``); a replaced task keeps its place."""
+        task_name, entry = self._declare(func_or_task, _names(after), name)
+        if task_name in self._declared and not replace:
+            raise PipelineError(
+                f"pipeline {self.name!r} already has a task {task_name!r}; pass replace=True to replace it"
+            )
+        declared = {**self._declared, task_name: entry}
+        self._tasks, self._order = self._resolve(declared)  # raises before anything changes
+        self._declared = declared
+        return self._tasks[task_name]
+
+    def task(self, func: Callable | None = None, /, *, after: str | Iterable[str] = (), name: str | None = None,
+             replace: bool = False):
+        """``@pipeline.task`` or ``@pipeline.task(...)``: mark *func* and add it here."""
+
+        def add(target: Callable) -> Callable:
+            self.add(task(target, after=after, name=name), replace=replace)
+            return target
+
+        return add if func is None else add(func)
+
+    def validate(self) -> None:
+        """Resolve inputs against the current tasks; raise on an unknown ``after`` or a cycle."""
+        self._tasks, self._order = self._resolve(self._declared)
+
+    def order(self) -> list[str]:
+        """Task names, each after everything it waits for; ties keep insertion order."""
+        return list(self._order)
+
+    def upstream(self, name: str) -> set[str]:
+        """Every task *name* waits for, directly or not."""
+        self._known(name)
+        return ordering.reach(name, lambda n: self._tasks[n].upstream)
+
+    def downstream(self, name: str) -> set[str]:
+        """Every task that waits for *name*, directly or not."""
+        self._known(name)
+        return ordering.reach(name, lambda n: [t.name for t in self._tasks.values() if n in t.upstream])
+
+    def select(self, only: str | None = None, downstream_of: str | None = None) -> list[str]:
+        """The tasks to run, in order: all, ``only`` that one, or ``downstream_of`` it and its dependents."""
+        if only is not None and downstream_of is not None:
+            raise PipelineError(f"pipeline {self.name!r}: pass only= or downstream_of=, not both")
+        if only is not None:
+            self._known(only)
+            return [only]
+        if downstream_of is not None:
+            chosen = self.downstream(downstream_of) | {downstream_of}
+            return [name for name in self._order if name in chosen]
+        return self.order()
+
+    def text(self) -> str:
+        """One line per task, in order, with what it takes, waits for and its params."""
+        from toppipe.pipeline import render
+
+        return render.text(self)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, tasks={self._order!r})"
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def _repr_svg_(self) -> str:
+        from toppipe.pipeline import render
+
+        return render.svg(self)
+
+    def _declare(self, item: Callable | Task, after: tuple[str, ...], name: str | None) -> tuple[str, _Declared]:
+        if isinstance(item, Task):
+            func, options = item.func, TaskOptions(item.name, item.after)
+        elif callable(item):
+            func, options = item, getattr(item, "__toppipe_task__", None) or TaskOptions()
+        else:
+            raise PipelineError(f"pipeline {self.name!r}: a task is a function, not {type(item).__name__}")
+        task_name = name or options.name or getattr(func, "__name__", "")
+        if not isinstance(task_name, str) or not task_name.isidentifier():
+            raise PipelineError(
+                f"pipeline {self.name!r}: task name {task_name!r} is not a Python identifier; pass name=..."
+            )
+        waits = tuple(dict.fromkeys(options.after + after))
+        return task_name, _Declared(func, waits, _parameters(func, self.name, task_name))
+
+    def _resolve(self, declared: dict[str, _Declared]) -> tuple[dict[str, Task], list[str]]:
+        """Tasks with inputs resolved against *declared*, and their order; raises if the graph is bad."""
+        tasks = {}
+        for name, entry in declared.items():
+            inputs = tuple(p for p, _ in entry.parameters if p in declared and p != name)
+            params = {p: default for p, default in entry.parameters if p not in inputs}
+            tasks[name] = Task(name, entry.func, inputs, entry.after, MappingProxyType(params))
+        for found in tasks.values():
+            for waited in found.after:
+                if waited == found.name:
+                    raise PipelineError(f"pipeline {self.name!r}: task {waited!r} cannot run after itself")
+                if waited not in tasks:
+                    raise PipelineError(
+                        f"pipeline {self.name!r}: task {found.name!r} runs after {waited!r}, which is not a task;"
+                        f" add {waited!r} first or drop it from after="
+                    )
+        upstream = {name: found.upstream for name, found in tasks.items()}
+        order = ordering.topological(upstream)
+        if len(order) < len(tasks):
+            loop = ordering.cycle(upstream, [name for name in tasks if name not in order])
+            raise PipelineError(
+                f"pipeline {self.name!r} has a cycle: {' -> '.join(loop)}; remove one of these edges"
+                " (a parameter named like a task is an input)"
+            )
+        return tasks, order
+
+    def _known(self, name: str) -> None:
+        if name not in self._tasks:
+            known = ", ".join(self._order) or "none"
+            raise PipelineError(f"pipeline {self.name!r} has no task {name!r}; its tasks: {known}")
+
+
+def _names(value: str | Iterable[str]) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(name, str) for name in names):
+        raise PipelineError(f"after= takes task names (strings), not {value!r}")
+    return names
+
+
+def _parameters(func: Callable, pipeline: str, name: str) -> tuple[tuple[str, Any], ...]:
+    """``(name, default or REQUIRED)`` per parameter; only named parameters are allowed."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as error:
+        raise PipelineError(f"pipeline {pipeline!r}: cannot read the parameters of task {name!r}: {error}") from None
+    allowed = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for parameter in signature.parameters.values():
+        if parameter.kind not in allowed:
+            raise PipelineError(
+                f"pipeline {pipeline!r}: task {name!r} has parameter {parameter}; tasks are called with"
+                " keyword arguments, so use named parameters only"
+            )
+    return tuple(
+        (p.name, REQUIRED if p.default is inspect.Parameter.empty else p.default)
+        for p in signature.parameters.values()
+    )
