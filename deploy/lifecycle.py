@@ -9,6 +9,8 @@ progress callback and render the returned reports.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -217,7 +219,8 @@ def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
     settings = site.settings
     ctx = ctxs[site.scheduler_host.name]
     client = site.state_dir
-    return {
+    workers = site.group("workers")
+    record = {
         "inventory": str(site.inventory.parent.resolve()),
         "scheduler": ctx.scheduler_address,
         "dashboard": f"http://{settings.bind}:{settings.ports.dashboard}/status",
@@ -227,7 +230,22 @@ def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
         "records": records_url(ctxs[site.group("client")[0].name], ctxs[site.group("db")[0].name]),
         "services": [{"host": host, "name": spec.name, "ports": spec.ports} for host, spec in services(site, ctxs)],
         "hosts": {h.name: h.address for h in site.hosts},
+        # pipeline runs: where workers keep results and find the user's project, and provenance
+        "results": results_folder(site, ctxs),
+        "project": (ctxs[workers[0].name].project if workers else None),
+        "project_local": str(site.project_dir),
+        "images": {name: images.digest(name) for names in images_used(site, ctxs).values() for name in names},
     }
+    record["deployment"] = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return record
+
+
+def results_folder(site: Site, ctxs: dict[str, HostContext]) -> str:
+    """Where task results are cached: the shared filesystem, else the first worker host's site folder."""
+    if site.settings.paths.shared:
+        return f"{site.settings.paths.shared}/{site.name}/results"
+    workers = site.group("workers") or site.group("client")
+    return ctxs[workers[0].name].path("results")
 
 
 def up(engine: Engine, site: Site, progress: Progress | None = None, note: Callable[[str], None] = lambda _: None) -> UpResult:

@@ -62,17 +62,30 @@ class HostContext:
         """The path of image *name* on this host; None where services run natively."""
         return self.images.get(name) if self.in_containers else None
 
-    def container_env(self) -> tuple[tuple[str, str], ...]:
-        """What every process of the site needs in its environment: dask's settings, toppipe's code."""
+    @property
+    def project(self) -> str | None:
+        """The user's project folder as this host sees it: the folder itself on the client,
+        the copy lsyncd keeps on the shared filesystem elsewhere (None without one)."""
+        if self.host.is_local:
+            return str(self.site.project_dir)
+        shared = self.site.settings.paths.shared
+        return f"{shared}/{self.site.name}/project" if shared else None
+
+    def container_env(self, with_project: bool = False) -> tuple[tuple[str, str], ...]:
+        """What every process of the site needs in its environment: dask's settings, toppipe's
+        code and, for processes that run the user's tasks (*with_project*), the user's project."""
+        paths = [self.code] if self.in_containers and self.code else []
+        if with_project and self.project:
+            paths.append(self.project)
         env = (("DASK_CONFIG", self.dask_config_dir),)
-        return env + ((("PYTHONPATH", self.code),) if self.in_containers and self.code else ())
+        return env + ((("PYTHONPATH", ":".join(paths)),) if paths else ())
 
     def spec(self, name: str, argv: list[str], image: str | None = None, **kwargs) -> ServiceSpec:
         """A service spec with this host's run folder and dask configuration.
 
         On apptainer hosts it runs in *image* with the site's folders bound in.
         """
-        env = (*self.container_env(), *kwargs.pop("env", ()))
+        env = (*self.container_env(kwargs.pop("with_project", False)), *kwargs.pop("env", ()))
         extra_binds = tuple(kwargs.pop("binds", ()))
         container = {}
         if image and self.in_containers:
@@ -89,7 +102,8 @@ class HostContext:
         )
 
     def exec_command(
-        self, image: str, argv: list[str], binds: tuple[str, ...] = (), env: tuple[tuple[str, str], ...] = (), passed: tuple[str, ...] = ()
+        self, image: str, argv: list[str], binds: tuple[str, ...] = (), env: tuple[tuple[str, str], ...] = (),
+        passed: tuple[str, ...] = (), with_project: bool = False,
     ) -> str:
         """Shell for a one-off command with *env*: inside *image* on apptainer hosts, else as is.
 
@@ -99,7 +113,7 @@ class HostContext:
         command = " ".join(shlex.quote(a) for a in argv)
         if not self.in_containers:
             return " ".join(["env", *(shlex.quote(f"{k}={v}") for k, v in env), command]) if env else command
-        options = ["--cleanenv"] + [f"--env {shlex.quote(f'{k}={v}')}" for k, v in (*self.container_env(), *env)]
+        options = ["--cleanenv"] + [f"--env {shlex.quote(f'{k}={v}')}" for k, v in (*self.container_env(with_project), *env)]
         options += [f"--bind {shlex.quote(b)}" for b in self.binds + binds]
         options += [f'--env "{name}=${{{name}:-}}"' for name in passed]
         app = '"$(command -v apptainer || command -v singularity)"'

@@ -66,6 +66,7 @@ class Agent:
         self.cluster = None
         self.scheduler = None
         self.joined: dict[str, float] = {}
+        self.recorder = None
 
     async def start(self) -> None:
         from distributed import Scheduler
@@ -92,11 +93,20 @@ class Agent:
         else:
             self.scheduler = await Scheduler(**scheduler_options)
         self.scheduler.handlers.update(
-            toppipe_scale=self.scale, toppipe_adapt=self.adapt, toppipe_workers=self.workers
+            toppipe_scale=self.scale, toppipe_adapt=self.adapt, toppipe_workers=self.workers, toppipe_run_status=self.run_status
         )
+        if self.config.get("records"):
+            from toppipe.recorder import RunRecorder
+
+            self.recorder = RunRecorder(self.config["records"])
+            self.scheduler.add_plugin(self.recorder)
         for address in self.scheduler.workers:
             self.joined[address] = time.time()
         self.scheduler.add_plugin(_JoinTimes(self.joined))
+
+    def run_status(self, run: str) -> dict | None:
+        """Task states of a run, as the recorder last saw them."""
+        return self.recorder.status(run) if self.recorder is not None else None
 
     def _need_slurm(self) -> None:
         if self.cluster is None:

@@ -18,7 +18,7 @@ from contextlib import closing
 
 from toppipe.errors import ToppipeError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TABLES = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -40,11 +40,11 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started);
 """
-#: Columns added by schema 2 (added to a version-1 store by ``init``).
+#: Columns added after schema 1 (added to an older store by ``init``).
 ADDED_COLUMNS = {
     "runs": (("tasks_total", "INTEGER"), ("error", "TEXT")),
     "tasks": (("slurm_job", "TEXT"), ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("cached", "INTEGER NOT NULL DEFAULT 0"),
-              ("cache_key", "TEXT"), ("traceback", "TEXT")),
+              ("cache_key", "TEXT"), ("traceback", "TEXT"), ("dask_key", "TEXT")),
 }  # fmt: skip
 #: PostgreSQL has no ``user_version``: the schema's version is a row here.
 PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS toppipe_schema (version INTEGER NOT NULL)"
@@ -146,6 +146,13 @@ class RecordStore:
         finally:
             cur.close()
 
+    def _many(self, sql: str, rows: list[tuple]) -> None:
+        cur = self.db.cursor()
+        try:
+            cur.executemany(sql.replace("?", "%s") if self.kind == "postgresql" else sql, rows)
+        finally:
+            cur.close()
+
     def write(self, events: list[tuple[str, dict]]) -> None:
         """Apply ``(topic, message)`` events (see :mod:`toppipe.recorder`) in one transaction."""
         for topic, msg in events:
@@ -161,9 +168,10 @@ class RecordStore:
                 "INSERT INTO runs (id, pipeline, state, started, provenance, tasks_total) VALUES (?, ?, 'running', ?, ?, ?)",
                 (msg["run"], msg["pipeline"], msg["time"], json.dumps(msg.get("provenance", {}), sort_keys=True), len(msg["tasks"])),
             )
-            for name in msg["tasks"]:
-                self._run("INSERT INTO tasks (run_id, name, state, attempts, cached, cache_key) VALUES (?, ?, 'pending', 0, 0, ?)",
-                          (msg["run"], name, msg.get("keys", {}).get(name)))  # fmt: skip
+            keys, dask_keys = msg.get("keys", {}), msg.get("dask_keys", {})
+            rows = [(msg["run"], name, keys.get(name), dask_keys.get(name)) for name in msg["tasks"]]
+            self._many("INSERT INTO tasks (run_id, name, state, attempts, cached, cache_key, dask_key) "
+                       "VALUES (?, ?, 'pending', 0, 0, ?, ?)", rows)  # fmt: skip
         else:
             self._run("UPDATE runs SET state = ?, ended = ?, error = ? WHERE id = ?", (msg["state"], msg["time"], msg.get("error"), msg["run"]))
 

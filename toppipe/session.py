@@ -245,6 +245,49 @@ class Session:
                 raise ToppipeError(f"fewer than {n} workers joined within {timeout:.0f} s; see python -m deploy status")
             time.sleep(0.2)
 
+    # -- pipelines ---------------------------------------------------------
+
+    def load(self, source):
+        """The pipeline in *source* (a path, or a name in the project's ``pipelines/``), bound to this session."""
+        import sys
+
+        from toppipe.pipeline import load
+
+        project = self.record.get("project_local")
+        if project and project not in sys.path:
+            sys.path.insert(0, project)  # its modules import each other as workers do (the synced copy is on their path)
+        pipeline = load(source, project=project)
+        pipeline.session = self
+        return pipeline
+
+    def run_pipeline(self, pipeline, **options):
+        """Start a run of *pipeline* (see :meth:`toppipe.pipeline.Pipeline.run`)."""
+        from toppipe.pipeline.runs import start
+
+        return start(self, pipeline, **options)
+
+    def records(self):
+        """The site's record store (PostgreSQL on sites with a db host in containers, else SQLite)."""
+        from toppipe.records import RecordStore
+
+        if not self.record.get("records"):
+            raise ToppipeError(f"site {self.site} keeps no run records; run python -m deploy up again")
+        return RecordStore(self.record["records"])
+
+    def runs(self, limit: int = 20, pipeline: str | None = None, state: str | None = None) -> list[dict]:
+        """The latest runs from the site's records, newest first."""
+        store = self.records()
+        try:
+            return store.runs(limit=limit, pipeline=pipeline, state=state)
+        finally:
+            store.close()
+
+    def run(self, run_id: str):
+        """Reattach to a run, by id (it may have been started from another notebook)."""
+        from toppipe.pipeline.runs import attach
+
+        return attach(self, run_id)
+
     def close(self) -> None:
         self.client.close()
 

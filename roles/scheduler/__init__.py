@@ -55,7 +55,7 @@ def slurm_python(ctx: HostContext) -> str:
     if not ctx.in_containers:
         return ctx.python
     marker = (("TOPPIPE_SERVICE", f"{ctx.site.name}/slurm-worker"),)
-    return ctx.exec_command("compute", [ctx.python], env=marker, passed=SLURM_JOB_VARIABLES)
+    return ctx.exec_command("compute", [ctx.python], env=marker, passed=SLURM_JOB_VARIABLES, with_project=True)
 
 
 class SchedulerRole(Role):

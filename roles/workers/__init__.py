@@ -31,7 +31,7 @@ class WorkersRole(Role):
             "--local-directory", ctx.path("work", "workers"),
             "--resources", "host=1",
         ]  # fmt: skip
-        return [ctx.spec("workers", argv, image="compute", env=(("TOPPIPE_HOST", ctx.host.name),))]
+        return [ctx.spec("workers", argv, image="compute", env=(("TOPPIPE_HOST", ctx.host.name),), with_project=True)]
 
     def up(self, ctx: HostContext) -> list[Resource]:
         return [Service(spec) for spec in self.services(ctx)]

@@ -63,7 +63,7 @@ def test_services_see_the_site_folder_the_shared_folder_and_toppipe_code(lab):
     site, ctxs = lab
     workers = specs(site, ctxs)[("node1", "workers")]
     assert set(workers.binds) == {f"{HOME}/.toppipe/lab", "/srv/toppipe-lab/shared"}
-    assert ("PYTHONPATH", f"{HOME}/.toppipe/lab/lib") in workers.env
+    assert ("PYTHONPATH", f"{HOME}/.toppipe/lab/lib:/srv/toppipe-lab/shared/lab/project") in workers.env
     scheduler = specs(site, ctxs)[("login", "scheduler")]
     assert {"/etc/slurm", "/run/munge"} <= set(scheduler.binds)
 
