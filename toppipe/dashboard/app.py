@@ -1,0 +1,56 @@
+"""``make_app(source, token)``: the toppipe dashboard, a Dash app behind token auth.
+
+Pages: ``/`` the site (from the poller's cache), ``/runs`` the runs (one page
+queried at a time), ``/runs/<id>`` one run. The JS is served from the
+installed packages (``serve_locally``): the app needs no network.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from dash import Dash, dcc, html
+from flask import Flask
+
+from toppipe.dashboard import callbacks
+from toppipe.dashboard.auth import TokenAuth
+from toppipe.dashboard.handlers import Dashboard
+from toppipe.dashboard.source import SiteSource
+from toppipe.dashboard.views import run as run_view
+from toppipe.dashboard.views import runs as runs_view
+from toppipe.dashboard.views import site as site_view
+
+STYLE_PAGE = {"fontFamily": "system-ui, sans-serif", "margin": "1em 2em", "color": "#0f172a"}
+
+
+def shell() -> html.Div:
+    """What every page has: the URL, the navigation, the action message, and the page."""
+    return html.Div(style=STYLE_PAGE, children=[
+        dcc.Location(id="url"),
+        html.Header([
+            html.B("toppipe", style={"marginRight": "1.5em"}),
+            dcc.Link("site", href="/", id="nav-site", style={"marginRight": "1em"}),
+            dcc.Link("runs", href="/runs", id="nav-runs"),
+        ]),
+        html.Div(id="action-message", role="status", style={"margin": "0.5em 0", "fontWeight": "bold"}),
+        html.Main(id="page"),
+    ])  # fmt: skip
+
+
+def make_app(source: SiteSource, token: str, poll_interval: float = 3.0,
+             on_action: Callable[[dict], None] | None = None) -> Dash:  # fmt: skip
+    """The dashboard of *source*; every request needs *token* (see :mod:`toppipe.dashboard.auth`).
+
+    *on_action* receives each action's audit entry (``action``, ``args``, ``ok``,
+    ``result``, ``time``, ``seconds``). ``app.toppipe`` is the
+    :class:`~toppipe.dashboard.handlers.Dashboard`: its poller, actions, audit.
+    """
+    server = Flask(__name__, static_folder=None)
+    TokenAuth(token).install(server)  # before Dash adds its routes: the check runs first
+    app = Dash(__name__, server=server, title="toppipe", update_title=None, serve_locally=True, compress=False)
+    board = Dashboard(source, poll_interval, on_action)
+    app.layout = shell()
+    app.validation_layout = html.Div([shell(), site_view.layout(poll_interval), runs_view.layout(), run_view.layout("-")])
+    callbacks.register(app, board)
+    app.toppipe = board
+    return app

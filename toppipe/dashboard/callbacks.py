@@ -1,0 +1,76 @@
+"""Wires :class:`~toppipe.dashboard.handlers.Dashboard` methods to Dash callbacks (no logic here)."""
+
+from __future__ import annotations
+
+from dash import ALL, Dash, Input, Output, State, ctx
+
+from toppipe.dashboard.handlers import Dashboard
+
+MESSAGE = Output("action-message", "children", allow_duplicate=True)
+SERVICE_BUTTONS = {"type": "service-action", "action": ALL, "host": ALL, "name": ALL}
+
+
+def register(app: Dash, board: Dashboard) -> None:
+    @app.callback(Output("page", "children"), Input("url", "pathname"))
+    def route(pathname):
+        return board.route(pathname)
+
+    @app.callback(
+        Output("site-status", "children"), Output("site-content", "children"), Output("site-rendered-at", "data"),
+        Input("site-interval", "n_intervals"), State("site-rendered-at", "data"),
+    )  # fmt: skip
+    def refresh_site(_n, rendered_at):
+        return board.site(rendered_at)
+
+    @app.callback(
+        Output("pending-action", "data"), Output("action-confirm", "message"), Output("action-confirm", "displayed"),
+        Input(SERVICE_BUTTONS, "n_clicks"), prevent_initial_call=True,
+    )  # fmt: skip
+    def ask_service_action(_clicks):
+        clicked = ctx.triggered[0]["value"] if len(ctx.triggered) == 1 else None  # a re-render "triggers" them all, with 0
+        return board.ask_service_action(ctx.triggered_id, clicked)
+
+    @app.callback(MESSAGE, Input("action-confirm", "submit_n_clicks"), State("pending-action", "data"), prevent_initial_call=True)
+    def confirm_service_action(submitted, pending):
+        return board.confirm_pending(pending, submitted)
+
+    @app.callback(
+        Output("scale-confirm", "message"), Output("scale-confirm", "displayed"), MESSAGE,
+        Input("scale-button", "n_clicks"), State("scale-n", "value"), State("scale-on", "value"), prevent_initial_call=True,
+    )  # fmt: skip
+    def ask_scale(clicks, n, on):
+        return board.ask_scale(n, on, clicks)
+
+    @app.callback(
+        MESSAGE, Input("scale-confirm", "submit_n_clicks"), State("scale-n", "value"), State("scale-on", "value"),
+        prevent_initial_call=True,
+    )  # fmt: skip
+    def confirm_scale(submitted, n, on):
+        return board.confirm_scale(n, on, submitted)
+
+    @app.callback(
+        Output("runs-content", "children"), Output("runs-page-info", "children"), Output("runs-page-index", "data"),
+        Output("runs-prev", "disabled"), Output("runs-next", "disabled"),
+        Input("runs-prev", "n_clicks"), Input("runs-next", "n_clicks"), Input("runs-filter-pipeline", "value"),
+        Input("runs-filter-state", "value"), Input("runs-interval", "n_intervals"), State("runs-page-index", "data"),
+    )  # fmt: skip
+    def refresh_runs(_prev, _next, pipeline, state, _n, index):
+        return board.runs(index, pipeline, state, triggered=ctx.triggered_id)
+
+    @app.callback(
+        Output("run-content", "children"), Output("run-interval", "disabled"), Output("run-interval", "interval"),
+        Output("run-cancel", "disabled"), Input("run-interval", "n_intervals"), State("run-id", "data"),
+    )  # fmt: skip
+    def refresh_run(_n, run_id):
+        return board.run(run_id)
+
+    @app.callback(
+        Output("run-cancel-confirm", "message"), Output("run-cancel-confirm", "displayed"),
+        Input("run-cancel", "n_clicks"), State("run-id", "data"), prevent_initial_call=True,
+    )  # fmt: skip
+    def ask_cancel(clicks, run_id):
+        return board.ask_cancel(run_id, clicks)
+
+    @app.callback(MESSAGE, Input("run-cancel-confirm", "submit_n_clicks"), State("run-id", "data"), prevent_initial_call=True)
+    def confirm_cancel(submitted, run_id):
+        return board.confirm_cancel(run_id, submitted)

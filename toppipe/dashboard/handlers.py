@@ -1,0 +1,130 @@
+"""The bodies of the dashboard's callbacks, as plain methods (tests call them directly).
+
+:class:`Dashboard` holds what every page shares: the source, the one poller,
+and the actions. Nothing here raises into Dash: a failing read or action
+becomes one line on the page.
+
+Dash fires a callback whose input is inserted by the router (a page opened)
+even with ``prevent_initial_call`` when its output was already there (the
+shared ``action-message``): every ``ask_*``/``confirm_*`` method therefore acts
+only on a real click (*clicks*/*submitted* set), never on a page being opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+from urllib.parse import unquote
+
+from dash import html, no_update
+
+from toppipe.dashboard.actions import Actions, DashboardError, checked
+from toppipe.dashboard.formats import one_line
+from toppipe.dashboard.poller import Poller
+from toppipe.dashboard.source import SiteSource
+from toppipe.dashboard.views import run as run_view
+from toppipe.dashboard.views import runs as runs_view
+from toppipe.dashboard.views import site as site_view
+
+log = logging.getLogger(__name__)
+FIRST_STATUS_WAIT = 2.0  # seconds the very first page load waits for the poller's first read
+
+
+def read_error(what: str, error: Exception) -> html.P:
+    log.warning("dashboard: cannot read %s: %s", what, one_line(error))
+    return html.P(f"cannot read {what}: {one_line(error)}", className="read-error", style={"color": "#dc2626"})
+
+
+class Dashboard:
+    """One app's state and callback bodies."""
+
+    def __init__(self, source: SiteSource, poll_interval: float = 3.0, on_action: Callable[[dict], None] | None = None,
+                 clock: Callable[[], float] = time.time):  # fmt: skip
+        self.source, self.poll_interval, self.clock = source, poll_interval, clock
+        self.poller = Poller(source, poll_interval, clock=clock)
+        self.actions = Actions(source, on_action)
+
+    def perform(self, action: str, **args: Any) -> str:
+        """The one way an action is carried out (see :class:`toppipe.dashboard.actions.Actions`)."""
+        return self.actions.perform(action, **args)
+
+    # -- routing --------------------------------------------------------------
+
+    def route(self, pathname: str | None) -> Any:
+        """The skeleton of the page at *pathname*."""
+        path = (pathname or "/").rstrip("/") or "/"
+        if path == "/":
+            return site_view.layout(self.poll_interval)
+        if path == "/runs":
+            return runs_view.layout()
+        if path.startswith("/runs/") and path.count("/") == 2:
+            return run_view.layout(unquote(path[len("/runs/") :]))
+        return html.Div([html.H2("not found"), html.P(f"no page {pathname}")], id="not-found")
+
+    # -- the site -------------------------------------------------------------
+
+    def site(self, rendered_at: float | None = None) -> tuple[Any, Any, float | None]:
+        """``(status line, content or no_update, fetched_at)`` from the poller's cache only;
+        the content is rebuilt only when the poller read something newer than *rendered_at*."""
+        data, fetched_at, error = self.poller.latest(wait=FIRST_STATUS_WAIT)
+        status = site_view.status_line(fetched_at, error, self.clock())
+        if fetched_at is not None and fetched_at == rendered_at:
+            return status, no_update, rendered_at
+        return status, site_view.content(data), fetched_at
+
+    def ask_service_action(self, button: dict | None, clicks: int | None) -> tuple[Any, str, bool]:
+        """``(pending action, dialog message, show the dialog)`` for a click on a service button."""
+        if not button or not clicks:
+            return no_update, no_update, False
+        action, host, name = button["action"], button["host"], button["name"]
+        pending = {"action": f"{action}_service", "args": {"host": host, "name": name}}
+        return pending, site_view.confirm_message(action, host, name), True
+
+    def confirm_pending(self, pending: dict | None, submitted: int | None) -> Any:
+        """The confirmed service action, performed; its one-line message."""
+        if not submitted or not pending or not isinstance(pending.get("args"), dict):
+            return no_update
+        return self.perform(str(pending.get("action")), **pending["args"])
+
+    def ask_scale(self, n: Any, on: Any, clicks: int | None) -> tuple[str, bool, Any]:
+        """``(dialog message, show it, action message)``: bad input is said at once, with no dialog."""
+        if not clicks:
+            return no_update, False, no_update
+        try:
+            args = checked("scale", {"n": n, "on": on})
+        except DashboardError as error:
+            return no_update, False, f"scale: {error}".replace("scale: scale: ", "scale: ")
+        return f"Scale to {args['n']} worker{'s' * (args['n'] != 1)} on {args['on']}?", True, no_update
+
+    def confirm_scale(self, n: Any, on: Any, submitted: int | None) -> Any:
+        return self.perform("scale", n=n, on=on) if submitted else no_update
+
+    # -- runs -----------------------------------------------------------------
+
+    def runs(self, index: int | None, pipeline: str | None, state: str | None, triggered: str | None = None) -> tuple:
+        """``(content, "runs 1-50 of N", page index, newer disabled, older disabled)``."""
+        index = runs_view.step(int(index or 0), triggered)
+        try:
+            content, info, index, total = runs_view.page(self.source, index, pipeline, state)
+        except Exception as error:  # noqa: BLE001 - shown as one line
+            return read_error("the runs", error), "", index, True, True
+        return content, info, index, index == 0, (index + 1) * runs_view.PAGE_SIZE >= total
+
+    def run(self, run_id: str | None) -> tuple[Any, bool, int, bool]:
+        """``(content, stop refreshing, refresh period in ms, cancel disabled)``."""
+        if not run_id:
+            return no_update, True, run_view.refresh_ms(0), True
+        try:
+            content, settled, period = run_view.content(self.source, run_id, self.clock())
+        except Exception as error:  # noqa: BLE001 - shown as one line; the next refresh tries again
+            return read_error(f"run {run_id}", error), False, run_view.refresh_ms(0), False
+        return content, settled, period, settled
+
+    def ask_cancel(self, run_id: str | None, clicks: int | None) -> tuple[str, bool]:
+        if not run_id or not clicks:
+            return no_update, False
+        return f"Cancel run {run_id}? Its unfinished tasks stop.", True
+
+    def confirm_cancel(self, run_id: str | None, submitted: int | None) -> Any:
+        return self.perform("cancel_run", run_id=run_id) if run_id and submitted else no_update

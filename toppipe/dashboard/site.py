@@ -1,0 +1,206 @@
+"""The dashboard's view of a real site: the deploy tool for services and actions,
+the agent for workers and the Slurm queue, the record store for runs.
+
+Everything a page shows comes through here; the poller calls ``site_view``
+(services are asked over ssh, like ``deploy status``), so open pages cost the
+site nothing more. Actions are journaled like CLI commands
+(``deploys/<id>/`` in the site's state folder).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from toppipe.dashboard.source import SiteSource
+from toppipe.errors import ToppipeError
+
+
+class RealSite(SiteSource):
+    """A deployed site, by name (its connection record says where everything is)."""
+
+    def __init__(self, site: str):
+        self.name = site
+        self._session = None
+        self._engine = None
+        # Every use of the deploy engine happens on this one thread: pyinfra runs on gevent, whose
+        # child-process watchers (the local connector) work only on the loop made first.
+        self._deploy_thread = ThreadPoolExecutor(1, thread_name_prefix="toppipe-deploy")
+
+    # -- connections --------------------------------------------------------
+
+    @property
+    def record(self) -> dict:
+        """The site's connection record, read each time: ``up`` writes it after this starts."""
+        from toppipe.session import record_path
+
+        path = record_path(self.name)
+        if not path.is_file():
+            raise ToppipeError(f"site {self.name} is not up yet (no {path}); python -m deploy up writes it")
+        return json.loads(path.read_text())
+
+    def session(self):
+        if self._session is None:
+            import toppipe
+
+            self._session = toppipe.connect(self.name)
+        return self._session
+
+    def _site_and_engine(self):
+        from deploy.engine.pyinfra_engine import PyinfraEngine
+        from deploy.inventory import load_site
+
+        site = load_site(self.record["inventory"])
+        if self._engine is None:
+            self._engine = PyinfraEngine()
+        return site, self._engine
+
+    def _reset_engine(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = None
+
+    # -- the site -----------------------------------------------------------
+
+    def site_view(self) -> dict:
+        from deploy import lifecycle
+
+        def ask():
+            try:
+                site, engine = self._site_and_engine()
+                return site, *lifecycle.status(engine, site)
+            finally:
+                self._reset_engine()  # a fresh connection next time: hosts come and go
+
+        site, states, unreachable = self._deploy_thread.submit(ask).result()
+        now = time.time()
+        services = [
+            {"host": host, "name": name, "healthy": state.answering,
+             "detail": "answering" if state.answering else ("running, not answering" if state.running else "stopped"),
+             "uptime_s": (now - state.started) if state.running and state.started else None,
+             "where": f"instance {site.name}.{name}, pid {state.pid}" if site.host(host).runtime == "apptainer" else f"pid {state.pid}"}
+            for (host, name), state in sorted(states.items())
+        ]  # fmt: skip
+        services += [{"host": h, "name": "(host)", "healthy": False, "detail": why, "uptime_s": None, "where": ""}
+                     for h, why in sorted(unreachable.items())]  # fmt: skip
+        return {
+            "hosts": [{"name": h, "address": a, "reachable": h not in unreachable} for h, a in self.record["hosts"].items()],
+            "services": services,
+            "workers": self._workers(),
+            "slurm_queue": self._slurm_queue(),
+            "links": {"dask": self.record["dashboard"], "jupyter": self.record["jupyter"]},
+        }
+
+    def _workers(self) -> list[dict]:
+        try:
+            session = self.session()
+            metrics = session.client.scheduler_info(n_workers=-1)["workers"]
+            return [
+                {"name": w.name, "host": w.host, "slurm_job": w.slurm_job, "threads": w.threads,
+                 "memory": metrics.get(w.address, {}).get("metrics", {}).get("memory"),
+                 "cpu": metrics.get(w.address, {}).get("metrics", {}).get("cpu")}
+                for w in session.workers()
+            ]  # fmt: skip
+        except (OSError, ToppipeError):
+            self._session = None
+            return []
+
+    def _slurm_queue(self) -> list[dict]:
+        try:
+            return self.session()._call("toppipe_slurm_queue") or []
+        except (OSError, ToppipeError):
+            return []
+
+    # -- runs ----------------------------------------------------------------
+
+    def _store(self):
+        from toppipe.records import RecordStore
+
+        return RecordStore(self.record["records"])
+
+    def _read(self, method: str, *args, **kwargs):
+        store = self._store()
+        try:
+            return getattr(store, method)(*args, **kwargs)
+        finally:
+            store.close()
+
+    def runs(self, limit: int = 50, offset: int = 0, pipeline: str | None = None, state: str | None = None) -> list[dict]:
+        return self._read("runs", limit=limit, offset=offset, pipeline=pipeline, state=state)
+
+    def count_runs(self, pipeline: str | None = None, state: str | None = None) -> int:
+        return self._read("count_runs", pipeline=pipeline, state=state)
+
+    def run(self, run_id: str) -> dict | None:
+        return self._read("run", run_id)
+
+    def tasks(self, run_id: str) -> list[dict]:
+        return self._read("tasks", run_id)
+
+    def graph_svg(self, run_id: str) -> str | None:
+        from toppipe.pipeline import Pipeline
+        from toppipe.pipeline.render import svg
+
+        found = self.run(run_id)
+        graph = (found or {}).get("provenance", {}).get("graph")
+        if not graph:
+            return None
+        states = {t["name"]: t["state"] for t in self.tasks(run_id) if t["state"] in ("pending", "running", "done", "failed", "cached")}
+        return svg(Pipeline.skeleton(found["pipeline"], graph), states)
+
+    # -- actions --------------------------------------------------------------
+
+    def _service_action(self, host: str, name: str, running: bool) -> str:
+        return self._deploy_thread.submit(self._apply_service, host, name, running).result()
+
+    def _apply_service(self, host: str, name: str, running: bool) -> str:
+        """Start or stop one service as ``deploy`` would, journaled like a CLI command (deploy thread only)."""
+        from deploy import lifecycle
+        from deploy.journal import Journal
+        from deploy.resources import Action, Service
+        from deploy.state import site_files
+
+        try:
+            site, engine = self._site_and_engine()
+            ctxs = lifecycle.contexts(engine, site, site_files(site))
+            found = [(h, role, spec) for h, role, spec in lifecycle.services_by_role(site, ctxs) if h == host and spec.name == name]
+            if not found:
+                raise ToppipeError(f"no service {name} on {host}")
+            journal = Journal.start(site, f"dashboard-{'start' if running else 'stop'}", {"host": host, "service": name})
+            report = engine.apply(site, [Action(h, role, Service(spec, running=running)) for h, role, spec in found])
+            for result in report.results:
+                journal.event(result)
+            journal.finish(0 if report.ok else 1, report)
+        finally:
+            self._reset_engine()
+        if not report.ok:
+            failed = report.failed[0] if report.failed else None
+            raise ToppipeError(f"{name} on {host}: {failed.message if failed else 'host unreachable'}")
+        verb, state = ("started", "running") if running else ("stopped", "stopped")
+        return f"{name} on {host} {verb}" if report.changed else f"{name} on {host} was already {state}"
+
+    def start_service(self, host: str, name: str) -> str:
+        return self._service_action(host, name, True)
+
+    def stop_service(self, host: str, name: str) -> str:
+        return self._service_action(host, name, False)
+
+    def restart_service(self, host: str, name: str) -> str:
+        self._service_action(host, name, False)
+        self._service_action(host, name, True)
+        return f"{name} on {host} restarted"
+
+    def scale(self, n: int, on: str) -> str:
+        self.session().scale(int(n), on=on)
+        return f"scaling to {n} workers on {on}"
+
+    def cancel_run(self, run_id: str) -> str:
+        from distributed import Future
+
+        tasks = self.tasks(run_id)
+        session = self.session()
+        keys = [t["dask_key"] for t in tasks if t.get("dask_key")]
+        session.client.cancel([Future(k, session.client) for k in keys], force=True)
+        session.client.log_event("toppipe-run", {"run": run_id, "state": "cancelled", "time": time.time()})
+        return f"run {run_id} cancelled"
