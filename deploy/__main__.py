@@ -129,6 +129,8 @@ def _how_to_connect(site: Site, record: dict) -> None:
     display.out(f"scheduler  {record['scheduler']} (TLS, site certificates only)")
     display.out(f"dashboard  {record['dashboard']}")
     display.out(f"jupyter    {record['jupyter']}  (token in {record['jupyter_token_file']})")
+    if record.get("app"):
+        display.out(f"site       {record['app']}  (open it with ?token=<the token in {record['app_token_file']}>)")
     display.out("from a notebook:")
     display.out("    import toppipe")
     display.out(f'    session = toppipe.connect("{site.name}")')

@@ -226,6 +226,8 @@ def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
         "dashboard": f"http://{settings.bind}:{settings.ports.dashboard}/status",
         "jupyter": f"http://{settings.bind}:{settings.ports.jupyter}/lab",
         "jupyter_token_file": str(client / "secrets" / "jupyter_token"),
+        "app": f"http://{settings.bind}:{settings.ports.app}/",
+        "app_token_file": str(client / "secrets" / "dashboard_token"),
         "tls": {"ca": str(client / "tls/ca.pem"), "cert": str(client / "tls/client.pem"), "key": str(client / "tls/client.key")},
         "records": records_url(ctxs[site.group("client")[0].name], ctxs[site.group("db")[0].name]),
         "services": [{"host": host, "name": spec.name, "ports": spec.ports} for host, spec in services(site, ctxs)],

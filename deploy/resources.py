@@ -86,7 +86,9 @@ class ServiceSpec:
     (an Apptainer .sif) on the host and ``binds`` the host paths bound into it
     (``SRC[:DEST[:OPTS]]``); runtimes that run no containers ignore both.
     ``stop_argv`` is the service's own clean shutdown (``pg_ctl stop``), run
-    in its environment before its processes are signalled.
+    in its environment before its processes are signalled. ``runtime`` names
+    a runtime for this service other than its host's (the dashboard runs
+    natively beside ``deploy``, whose actions it performs).
     """
 
     site: str
@@ -101,6 +103,7 @@ class ServiceSpec:
     image: str | None = None
     binds: tuple[str, ...] = ()
     stop_argv: tuple[str, ...] = ()
+    runtime: str | None = None
 
     @property
     def marker(self) -> str:
@@ -110,7 +113,7 @@ class ServiceSpec:
     def digest(self) -> str:
         """Changes whenever a restart is needed to apply this spec."""
         fields = asdict(self)
-        for key in ("image", "binds", "stop_argv"):  # left out when unset, so that the digests of
+        for key in ("image", "binds", "stop_argv", "runtime"):  # left out when unset, so that the digests of
             if not fields[key]:  # specs without a container stay what they were
                 del fields[key]
         blob = json.dumps(fields, sort_keys=True).encode()

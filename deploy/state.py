@@ -4,6 +4,7 @@ Everything lives under ``Site.state_dir`` (private, per user)::
 
     tls/ca.pem ca.key {scheduler,worker,client,db}.{pem,key}
     secrets/jupyter_token              the client's Jupyter
+    secrets/dashboard_token            the site dashboard
     secrets/postgres_password, pgpass  the run records (client, db and scheduler hosts)
     secrets/redis_password             Redis (client, db and scheduler hosts)
     connection.json        what toppipe.connect reads
@@ -65,7 +66,7 @@ def _pgpass(password: bytes) -> bytes:
 def site_files(site: Site) -> SiteFiles:
     """Load the site's secrets, making missing ones in memory (see :meth:`SiteFiles.save`)."""
     root = site.state_dir
-    names = ["tls/ca.pem", "tls/ca.key", "secrets/jupyter_token", *DATA_SECRETS]
+    names = ["tls/ca.pem", "tls/ca.key", "secrets/jupyter_token", "secrets/dashboard_token", *DATA_SECRETS]
     names += [f"tls/{role}.{ext}" for role in TLS_PAIRS for ext in ("pem", "key")]
     existing = {name: (root / name).read_bytes() for name in names if (root / name).is_file()}
     if len(existing) == len(names):
@@ -84,6 +85,7 @@ def site_files(site: Site) -> SiteFiles:
             pair = tls.issue(ca, role, hostnames)
             files[f"tls/{role}.pem"], files[f"tls/{role}.key"] = pair.cert_pem, pair.key_pem
     files.setdefault("secrets/jupyter_token", secrets.token_hex(24).encode())
+    files.setdefault("secrets/dashboard_token", secrets.token_hex(24).encode())
     files.setdefault("secrets/postgres_password", secrets.token_hex(24).encode())
     files.setdefault("secrets/redis_password", secrets.token_hex(24).encode())
     files["secrets/pgpass"] = _pgpass(files["secrets/postgres_password"])

@@ -1,6 +1,7 @@
 """The roles a site is made of, in the order ``up`` applies them."""
 
 from roles.base import HostContext, Role
+from roles.dashboard import DashboardRole
 from roles.jupyter import JupyterRole
 from roles.lsyncd import LsyncdRole
 from roles.postgres import PostgresRole
@@ -22,6 +23,7 @@ ROLES: tuple[Role, ...] = (
     WorkersRole(),
     JupyterRole(),
     LsyncdRole(),
+    DashboardRole(),
 )
 
 __all__ = ["ROLES", "HostContext", "Role"]

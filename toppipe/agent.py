@@ -58,6 +58,25 @@ def slurm_cluster_options(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+#: The shortest time between two squeue calls of the agent.
+SQUEUE_SECONDS = 5.0
+
+
+async def squeue(job_name: str) -> list[dict]:
+    """The jobs named *job_name* of this user: id, state, node, elapsed (one squeue call)."""
+    proc = await asyncio.create_subprocess_exec(
+        "squeue", "-h", "--me", "-n", job_name, "-o", "%i|%T|%N|%M",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    jobs = []
+    for line in out.decode().splitlines():
+        parts = line.split("|")
+        if len(parts) == 4:
+            jobs.append({"job_id": parts[0], "state": parts[1], "node": parts[2], "elapsed": parts[3]})
+    return jobs
+
+
 class Agent:
     """Owns the scheduler (and the Slurm cluster) until told to stop."""
 
@@ -67,6 +86,7 @@ class Agent:
         self.scheduler = None
         self.joined: dict[str, float] = {}
         self.recorder = None
+        self._queue: tuple[float, list[dict]] | None = None
 
     async def start(self) -> None:
         from distributed import Scheduler
@@ -93,7 +113,8 @@ class Agent:
         else:
             self.scheduler = await Scheduler(**scheduler_options)
         self.scheduler.handlers.update(
-            toppipe_scale=self.scale, toppipe_adapt=self.adapt, toppipe_workers=self.workers, toppipe_run_status=self.run_status
+            toppipe_scale=self.scale, toppipe_adapt=self.adapt, toppipe_workers=self.workers, toppipe_run_status=self.run_status,
+            toppipe_slurm_queue=self.slurm_queue,
         )
         if self.config.get("records"):
             from toppipe.recorder import RunRecorder
@@ -103,6 +124,16 @@ class Agent:
         for address in self.scheduler.workers:
             self.joined[address] = time.time()
         self.scheduler.add_plugin(_JoinTimes(self.joined))
+
+    async def slurm_queue(self) -> list[dict]:
+        """The site's Slurm jobs, from one ``squeue`` at most every SQUEUE_SECONDS whoever asks
+        (every open dashboard page shares this answer: Slurm sees toppipe's query once)."""
+        if self.cluster is None:
+            return []
+        now = time.monotonic()
+        if self._queue is None or now - self._queue[0] >= SQUEUE_SECONDS:
+            self._queue = (now, await squeue(self.config["slurm"]["job_name"]))
+        return self._queue[1]
 
     def run_status(self, run: str) -> dict | None:
         """Task states of a run, as the recorder last saw them."""

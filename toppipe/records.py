@@ -187,16 +187,24 @@ class RecordStore:
 
     def runs(self, limit: int = 50, offset: int = 0, pipeline: str | None = None, state: str | None = None) -> list[dict]:
         """The most recent runs first, optionally of one *pipeline* or in one *state*."""
+        clause, args = self._filters(pipeline, state)
+        rows = self._run(f"SELECT * FROM runs {clause}ORDER BY started DESC LIMIT ? OFFSET ?", (*args, limit, offset))
+        for row in rows:
+            row["provenance"] = json.loads(row["provenance"] or "{}")
+        return rows
+
+    def count_runs(self, pipeline: str | None = None, state: str | None = None) -> int:
+        where, args = self._filters(pipeline, state)
+        return int(self._run(f"SELECT count(*) AS n FROM runs {where}", tuple(args))[0]["n"])
+
+    @staticmethod
+    def _filters(pipeline: str | None, state: str | None) -> tuple[str, list]:
         where, args = [], []
         for column, value in (("pipeline", pipeline), ("state", state)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
-        rows = self._run(f"SELECT * FROM runs {clause}ORDER BY started DESC LIMIT ? OFFSET ?", (*args, limit, offset))
-        for row in rows:
-            row["provenance"] = json.loads(row["provenance"] or "{}")
-        return rows
+        return (f"WHERE {' AND '.join(where)} " if where else ""), args
 
     def run(self, run_id: str) -> dict | None:
         rows = self._run("SELECT * FROM runs WHERE id = ?", (run_id,))

@@ -19,7 +19,7 @@ from deploy.checks.results import CheckReport, CheckResult
 from deploy.checks.tls import scheduler_tls_checks
 from deploy.inventory import Site
 from deploy.resources import ServiceSpec
-from deploy.runtime import ApptainerRuntime, get_runtime
+from deploy.runtime import ApptainerRuntime, runtime_for
 from deploy.state import SiteFiles
 from roles import HostContext
 
@@ -54,8 +54,8 @@ def _round(pool: ThreadPoolExecutor, conns: Connections, plans: dict[str, dict[s
 
 def _batch(site: Site, ctx: HostContext, specs: list[ServiceSpec], token: str) -> dict[str, str]:
     """The commands of one host's main round, by section name."""
-    host, runtime = ctx.host, get_runtime(ctx.host.runtime)
-    sections = {f"service {spec.name}": runtime.status_command(spec) for spec in specs}
+    host = ctx.host
+    sections = {f"service {spec.name}": runtime_for(host, spec).status_command(spec) for spec in specs}
     if set(host.groups) & set(VERSIONED_GROUPS):
         sections["versions"] = probes.versions_script(ctx.python, ctx, _image_of(host))
     if ctx.in_containers and any(spec.image for spec in specs):

@@ -27,7 +27,7 @@ from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunRepor
 from deploy.files import write_private
 from deploy.inventory import Host, Site
 from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec, Upload
-from deploy.runtime import ServiceState, get_runtime
+from deploy.runtime import ServiceState, get_runtime, runtime_for
 
 for _noisy in ("pyinfra", "paramiko"):
     logging.getLogger(_noisy).setLevel(logging.CRITICAL)
@@ -299,8 +299,8 @@ class PyinfraEngine(Engine):
         elif isinstance(resource, Ensure):
             result = add_op(state, _ensure, check=resource.check, apply=resource.apply, **kwargs)
         elif isinstance(resource, Service):
-            runtime = get_runtime(site_host.runtime)
             spec = resource.spec
+            runtime = runtime_for(site_host, spec)
             result = add_op(
                 state, _service, spec_status=runtime.status_command(spec), start=runtime.start_command(spec),
                 stop=runtime.stop_command(spec), digest=spec.digest(), running=resource.running, **kwargs,
@@ -361,7 +361,7 @@ class PyinfraEngine(Engine):
             host = hosts.get(host_name)
             if host is None:
                 continue
-            runtime = get_runtime(site.host(host_name).runtime)
+            runtime = runtime_for(site.host(host_name), spec)
             found[(host_name, spec.name)] = runtime.parse_status(host.get_fact(ShellOutput, script=runtime.status_command(spec)))
         return found
 

@@ -29,6 +29,7 @@ class Ports:
     scheduler: int = 8786
     dashboard: int = 8787
     jupyter: int = 8888
+    app: int = 8050  # the site dashboard (toppipe.dashboard) on the client
     postgres: int = 5432  # the run records on the db host (apptainer sites)
     redis: int = 6379
 

@@ -18,4 +18,9 @@ def get_runtime(name: str) -> Runtime:
         ) from None
 
 
-__all__ = ["ApptainerRuntime", "Instance", "NativeRuntime", "parse_instance_list", "Runtime", "ServiceState", "State", "get_runtime"]
+def runtime_for(host, spec) -> Runtime:
+    """The runtime that runs *spec* on *host*: the spec's own, else the host's."""
+    return get_runtime(spec.runtime or host.runtime)
+
+
+__all__ = ["runtime_for", "ApptainerRuntime", "Instance", "NativeRuntime", "parse_instance_list", "Runtime", "ServiceState", "State", "get_runtime"]

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.lab
 INVENTORY = "inventories/lab"
 #: host -> the instances of site lab it runs
 INSTANCES = {
-    "desktop": {"lab.jupyter", "lab.lsyncd"},
+    "desktop": {"lab.jupyter", "lab.lsyncd"},  # the dashboard runs natively, beside deploy
     "login": {"lab.scheduler"},
     "db": {"lab.postgres", "lab.redis"},
     "node1": {"lab.workers"},

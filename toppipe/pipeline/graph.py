@@ -120,6 +120,23 @@ class Pipeline:
         self._loaded_mtime = fresh._loaded_mtime
         return self
 
+    @classmethod
+    def skeleton(cls, name: str, graph: Mapping[str, Mapping[str, Iterable[str]]]) -> Pipeline:
+        """A pipeline with the shape of *graph* (task -> {"inputs", "after"}, as a run's provenance
+        keeps it) and no code: enough to draw a recorded run."""
+        import inspect
+
+        tasks = []
+        for task_name, edges in graph.items():
+            def stub(**_):  # never called
+                return None
+
+            inputs = [inspect.Parameter(i, inspect.Parameter.KEYWORD_ONLY) for i in edges.get("inputs", ())]
+            stub.__signature__ = inspect.Signature(inputs)
+            stub.__name__ = task_name
+            tasks.append(Task(task_name, stub, after=tuple(edges.get("after", ()))))
+        return cls(name, tasks)
+
     def __init__(self, name: str, tasks: Iterable[Callable | Task] = (), *, source: Path | None = None):
         if not isinstance(name, str) or not name.strip():
             raise PipelineError(f"a pipeline needs a non-empty name, not {name!r}")

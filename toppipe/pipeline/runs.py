@@ -105,6 +105,7 @@ def provenance(pipeline: Pipeline, record: dict, keys: dict[str, str]) -> dict:
     return {
         "pipeline_source": hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source and source.is_file() else None,
         "tasks": {name: key[:16] for name, key in keys.items()},
+        "graph": {name: {"inputs": list(t.inputs), "after": list(t.after)} for name, t in pipeline.tasks.items() if name in keys},
         "project_commit": _git_commit(Path(record.get("project_local") or ".")),
         "images": record.get("images", {}),
         "deployment": record.get("deployment"),

@@ -1,0 +1,130 @@
+"""The site dashboard served by ``up`` on the lab, in a real browser: Debian's
+Chromium driven by Playwright. Pages load, a run's page follows the run while
+it progresses, an action works and is journaled, an unauthenticated request
+is refused, and the Slurm controller sees toppipe's queue queries at most
+once every few seconds. Screenshots go to the test's temporary folder, or to
+docs/ for the README with TOPPIPE_UPDATE_SCREENSHOTS=1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.lab
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def screenshot_path(name: str, tmp_path: Path) -> str:
+    folder = REPO / "docs" if os.environ.get("TOPPIPE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    return str(folder / name)
+
+
+@pytest.fixture(scope="module")
+def app(site, state_dir) -> tuple[str, str]:
+    record = json.loads((state_dir / "lab" / "connection.json").read_text())
+    return record["app"], Path(record["app_token_file"]).read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium (scripts/setup --test installs it as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    url, token = app
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirm dialogs of actions
+    page.goto(f"{url}?token={token}")
+    yield page
+    context.close()
+
+
+def test_an_unauthenticated_request_is_refused(app):
+    url, _ = app
+    for path in ("", "_dash-layout", "runs"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + path, timeout=10)
+        assert refused.value.code == 401, path
+
+
+def test_the_site_page_shows_every_service_and_worker(page, tmp_path):
+    page.wait_for_selector("#services-table", timeout=30_000)
+    page.wait_for_function("document.querySelector('#services-table').innerText.includes('scheduler')", timeout=30_000)
+    text = page.inner_text("#services-table")
+    for name in ("scheduler", "workers", "postgres", "redis", "jupyter", "lsyncd"):
+        assert name in text, name
+    page.screenshot(path=screenshot_path("dashboard-site.png", tmp_path))
+
+
+def test_the_run_page_follows_a_run_while_it_progresses(page, app, session, tmp_path):
+    path = tmp_path / "pipelines" / "steps.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "import time\nfrom toppipe.pipeline import task\n\n"
+        "@task\ndef first():\n    time.sleep(4)\n    return 1\n\n"
+        "@task\ndef second(first):\n    time.sleep(4)\n    return first + 1\n"
+    )
+    run = session.load(path).run(on="hosts", force=True)
+    url, _ = app
+    page.goto(f"{url}runs/{run.id}")
+    page.wait_for_function("document.querySelector('#run-state') && document.querySelector('#run-state').innerText.includes('running')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#run-state').innerText.includes('done')", timeout=60_000)
+    assert run.wait(timeout=30).result("second") == 2
+    page.screenshot(path=screenshot_path("dashboard-run.png", tmp_path))
+    page.goto(f"{url}runs")
+    page.wait_for_selector("#runs-table", timeout=30_000)
+    assert run.id in page.inner_text("#runs-table")
+
+
+def test_an_action_restarts_a_service_and_is_journaled(page, state_dir, lab):
+    page.wait_for_selector("#services-table", timeout=30_000)
+    button = page.locator('button[data-action=restart][data-service="desktop/lsyncd"]').first
+    button.wait_for(timeout=30_000)
+    button.click()
+    page.wait_for_function("document.querySelector('#action-message') && document.querySelector('#action-message').innerText.includes('restarted')", timeout=90_000)
+    journals = sorted((state_dir / "lab" / "deploys").glob("*-dashboard*"))
+    assert journals, "the action left no journal"
+
+
+def test_slurm_sees_at_most_one_queue_query_every_few_seconds(page, lab):
+    """Two pages open for 20 s: slurmctld's count of job-queue requests (sdiag's
+    REQUEST_JOB_USER_INFO and REQUEST_JOB_INFO: one per squeue) grows by at most
+    one every five seconds: the agent asks Slurm once for every page."""
+    page2 = page.context.new_page()
+    page2.goto(page.url)
+
+    def queue_queries() -> int:
+        total = 0
+        for line in lab.ssh("login", "sdiag").stdout.splitlines():
+            words = line.split()
+            if words and words[0] in ("REQUEST_JOB_INFO", "REQUEST_JOB_USER_INFO") and "count:" in line:
+                total += int(line.split("count:")[1].split()[0])
+        return total
+
+    before, started = queue_queries(), time.monotonic()
+    time.sleep(20)
+    calls = queue_queries() - before
+    elapsed = time.monotonic() - started
+    assert calls <= elapsed / 5 + 1, f"{calls} job-queue queries in {elapsed:.0f} s"
+    page2.close()
