@@ -121,7 +121,7 @@ def test_session_status_names_services_and_workers(site, state_dir, monkeypatch)
     with toppipe.connect(SITE) as session:
         session.wait_for_workers(2)
         status = session.status()
-    assert {s.name for s in status.services} == {"scheduler", "workers", "jupyter"}
+    assert {s.name for s in status.services} == {"scheduler", "workers", "jupyter", "dashboard"}
     assert all(s.answering for s in status.services)
     assert {w.host for w in status.workers} == {"localhost"} and len(status.workers) == 2
 
