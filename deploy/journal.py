@@ -95,7 +95,8 @@ def latest(site: Site, command: str | None = None) -> dict | None:
     if not folder.is_dir():
         return None
     for entry in sorted(folder.iterdir(), reverse=True):
-        if not (entry / "status.json").is_file():
+        # a journal without its inputs is one that down --purge cut short while it was written
+        if not (entry / "status.json").is_file() or not (entry / "inputs.json").is_file():
             continue
         inputs = read_json(entry / "inputs.json")
         if command and inputs.get("command") != command:

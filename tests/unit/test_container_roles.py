@@ -137,3 +137,19 @@ def test_lsyncd_syncs_the_project_to_the_shared_folder_through_the_login_host(la
     assert "delay = 0.3" in config and '".git"' in config and '".venv"' in config
     assert 'StrictHostKeyChecking = "yes"' in config and 'ControlMaster = "auto"' in config
     assert '"/var/lib/toppipe-lab/ssh/id_ed25519"' in config
+
+
+def test_status_skips_a_journal_that_purge_cut_short(tmp_path, monkeypatch):
+    """down --purge removes the site folder while its own journal is being written."""
+    from deploy import journal
+    from deploy.files import write_json
+
+    monkeypatch.setenv("TOPPIPE_STATE_DIR", str(tmp_path))
+    site = load_site(REPO / "inventories" / "local")
+    folder = site.state_dir / "deploys"
+    (folder / "20260101T000000-1-up").mkdir(parents=True)
+    write_json(folder / "20260101T000000-1-up" / "inputs.json", {"command": "up"})
+    write_json(folder / "20260101T000000-1-up" / "status.json", {"exit_code": 0})
+    (folder / "20260101T000001-2-down").mkdir()
+    write_json(folder / "20260101T000001-2-down" / "status.json", {"exit_code": 0})  # its inputs.json is gone
+    assert journal.latest(site)["command"] == "up"
