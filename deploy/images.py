@@ -175,7 +175,8 @@ def chain(name: str) -> list[str]:
 
 def planned(name: str) -> Artifact:
     """Where image *name* is (or will be) for the current inputs; builds nothing."""
-    return Artifact(images_dir() / f"{name}-{digest(name)}.sif", digest(name))
+    found = digest(name)
+    return Artifact(images_dir() / f"{name}-{found}.sif", found)
 
 
 def debian_mirror(apt_dir: Path = APT_SOURCES) -> str:

@@ -133,12 +133,14 @@ class RecordStore:
     def close(self) -> None:
         self.db.close()
 
+    def _dialect(self, sql: str) -> str:
+        """*sql* with this backend's placeholders (``?`` is written; psycopg wants ``%s``)."""
+        return sql.replace("?", "%s") if self.kind == "postgresql" else sql
+
     def _run(self, sql: str, args: tuple = ()) -> list[dict]:
-        if self.kind == "postgresql":
-            sql = sql.replace("?", "%s")
         cur = self.db.cursor()
         try:
-            cur.execute(sql, args)
+            cur.execute(self._dialect(sql), args)
             if cur.description is None:
                 return []
             names = [d[0] for d in cur.description]
@@ -149,7 +151,7 @@ class RecordStore:
     def _many(self, sql: str, rows: list[tuple]) -> None:
         cur = self.db.cursor()
         try:
-            cur.executemany(sql.replace("?", "%s") if self.kind == "postgresql" else sql, rows)
+            cur.executemany(self._dialect(sql), rows)
         finally:
             cur.close()
 

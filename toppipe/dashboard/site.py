@@ -74,7 +74,7 @@ class RealSite(SiteSource):
                 self._reset_engine()  # a fresh connection next time: hosts come and go
 
         site, states, unreachable = self._deploy_thread.submit(ask).result()
-        now = time.time()
+        now, record = time.time(), self.record  # the file is read once per look
         services = [
             {"host": host, "name": name, "healthy": state.answering,
              "detail": "answering" if state.answering else ("running, not answering" if state.running else "stopped"),
@@ -85,11 +85,11 @@ class RealSite(SiteSource):
         services += [{"host": h, "name": "(host)", "healthy": False, "detail": why, "uptime_s": None, "where": ""}
                      for h, why in sorted(unreachable.items())]  # fmt: skip
         return {
-            "hosts": [{"name": h, "address": a, "reachable": h not in unreachable} for h, a in self.record["hosts"].items()],
+            "hosts": [{"name": h, "address": a, "reachable": h not in unreachable} for h, a in record["hosts"].items()],
             "services": services,
             "workers": self._workers(),
             "slurm_queue": self._slurm_queue(),
-            "links": {"dask": self.record["dashboard"], "jupyter": self.record["jupyter"]},
+            "links": {"dask": record["dashboard"], "jupyter": record["jupyter"]},
         }
 
     def _workers(self) -> list[dict]:

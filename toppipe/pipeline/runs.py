@@ -44,11 +44,13 @@ def effective_params(pipeline: Pipeline, name: str, params: dict[str, Any]) -> d
     return found
 
 
-def project_modules_used(func, project: str | None) -> dict[str, str]:
+def project_modules_used(func, project: str | None, hashes: dict[str, str] | None = None) -> dict[str, str]:
     """The project's modules *func* uses (by a global name: a module, or a function or class
-    of one), each with the hash of its file as it is on disk now (what workers will import)."""
+    of one), each with the hash of its file as it is on disk now (what workers will import).
+    *hashes* (path -> hash) lets the tasks of one run share the hashing of each file."""
     if not project:
         return {}
+    hashes = {} if hashes is None else hashes
     root = str(Path(project).resolve()) + "/"
     names, stack = set(), [getattr(func, "__code__", None)]
     while stack:
@@ -62,7 +64,9 @@ def project_modules_used(func, project: str | None) -> dict[str, str]:
         module = value if isinstance(value, type(sys)) else sys.modules.get(getattr(value, "__module__", "") or "")
         path = getattr(module, "__file__", None)
         if path and str(Path(path).resolve()).startswith(root) and Path(path).is_file():
-            found[module.__name__] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+            if path not in hashes:
+                hashes[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+            found[module.__name__] = hashes[path]
     return found
 
 
@@ -70,11 +74,12 @@ def cache_keys(pipeline: Pipeline, names: list[str], params: dict[str, Any], pro
     """Per task: sha256 of its code, the project modules it uses, its params and its upstream
     tasks' keys (in run order)."""
     keys: dict[str, str] = {}
+    hashes: dict[str, str] = {}  # each project file is read once per run, not once per task
     for name in names:
         task = pipeline.tasks[name]
         parts = {
             "code": code_hash(task.func),
-            "uses": project_modules_used(task.func, project),
+            "uses": project_modules_used(task.func, project, hashes),
             "params": {p: value_hash(v) for p, v in sorted(effective_params(pipeline, name, params).items())},
             "upstream": {u: keys[u] for u in task.upstream},
         }
@@ -282,7 +287,7 @@ class Run:
 
     def _wait_attached(self, timeout: float | None) -> Run:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not all(state in SETTLED for state in self.status().values()):
+        while not self.done:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} did not settle within {timeout} s")
             time.sleep(0.2)
@@ -338,7 +343,8 @@ class _LocalRecords:
 
 
 def attach(session, run_id: str) -> Run:
-    """A run started elsewhere (another notebook), from its record; its futures if the scheduler still has them."""
+    """A run started elsewhere (another notebook), from its records: its state from the agent or
+    the records, its results from the cache (dask forgets finished keys nobody holds)."""
     store = session.records()
     try:
         deadline = time.monotonic() + 3  # the agent writes in batches: a run just started may be a moment away
