@@ -18,9 +18,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from deploy import DeployError
 
 REPO = Path(__file__).resolve().parent.parent
+VERSIONS_FILE = REPO / "config" / "versions.yml"
 HOST_PINS = ("requirements/scheduler.txt", "requirements/worker.txt")
 SHIPPED_PACKAGES = ("toppipe",)
 
@@ -29,6 +32,14 @@ SHIPPED_PACKAGES = ("toppipe",)
 class Artifact:
     path: Path
     digest: str
+
+
+def version(key: str, versions_file: Path = VERSIONS_FILE) -> str:
+    """One version of ``config/versions.yml`` (the versions that are not Python packages)."""
+    found = (yaml.safe_load(Path(versions_file).read_text()) or {}).get(key)
+    if found is None or found == "":
+        raise DeployError(f"{versions_file}: no '{key}:' version; add it (the images, the lab and the scripts read it there)")
+    return str(found)
 
 
 def cache_dir() -> Path:
@@ -51,7 +62,9 @@ def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
 
 def wheelhouse(note=lambda text: None) -> Artifact:
     """The host wheelhouse for the pinned scheduler and worker parts."""
-    digest = hashlib.sha256(b"".join((REPO / p).read_bytes() for p in HOST_PINS) + platform.machine().encode()).hexdigest()[:16]
+    python = version("python")
+    inputs = b"".join((REPO / p).read_bytes() for p in HOST_PINS) + platform.machine().encode() + python.encode()
+    digest = hashlib.sha256(inputs).hexdigest()[:16]
     path = cache_dir() / f"wheelhouse-{digest}.tar"
     if path.is_file():
         return Artifact(path, digest)
@@ -59,8 +72,8 @@ def wheelhouse(note=lambda text: None) -> Artifact:
     machine = platform.machine()
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-                "--require-hashes", "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-                "--abi", "cp311", "-d", tmp]  # fmt: skip
+                "--require-hashes", "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+                "--abi", "cp" + python.replace(".", ""), "-d", tmp]  # fmt: skip
         for tag in ("manylinux_2_28", "manylinux_2_17", "manylinux2014", "linux"):
             argv += ["--platform", f"{tag}_{machine}"]
         for pins in HOST_PINS:

@@ -75,7 +75,7 @@ from pathlib import Path
 import yaml
 
 from deploy import DeployError
-from deploy.artifacts import REPO, Artifact, cache_dir
+from deploy.artifacts import REPO, VERSIONS_FILE, Artifact, cache_dir, version
 
 @dataclass(frozen=True)
 class ImageSpec:
@@ -90,15 +90,14 @@ class ImageSpec:
 
 #: Every image, by name. Paths are relative to the repository.
 IMAGES: dict[str, ImageSpec] = {
-    "base": ImageSpec("containers/base.def"),
+    "base": ImageSpec("containers/base.def", versions=("python",)),
     "compute": ImageSpec("containers/compute.def", ("requirements/worker.txt",), base="base"),
-    "scheduler": ImageSpec("containers/scheduler.def", ("requirements/scheduler.txt",), base="compute"),
+    "scheduler": ImageSpec("containers/scheduler.def", ("requirements/scheduler.txt",), base="compute", versions=("slurm",)),
     "client": ImageSpec("containers/client.def", ("requirements.txt",), base="scheduler"),
     "postgres": ImageSpec("containers/postgres.def", base="base", versions=("postgresql",)),
     "redis": ImageSpec("containers/redis.def", base="base"),
 }
 
-VERSIONS_FILE = REPO / "config" / "versions.yml"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 APT_SOURCES = Path("/etc/apt")
 LOG_TAIL = 15
@@ -111,10 +110,7 @@ def versions(versions_file: Path | None = None) -> dict:
 
 def debian_suite(versions_file: Path | None = None) -> str:
     """The Debian suite images are built from (``debian:`` in config/versions.yml)."""
-    suite = versions(versions_file).get("debian")
-    if not suite:
-        raise DeployError(f"{versions_file or VERSIONS_FILE}: no 'debian:' suite; images are built from it")
-    return str(suite)
+    return version("debian", versions_file or VERSIONS_FILE)
 
 
 def image_inputs_digest(def_file, pinned_files, suite: str | None = None, extra: tuple[str, ...] = ()) -> str:
@@ -149,13 +145,7 @@ def _spec(name: str) -> ImageSpec:
 
 def version_args(name: str) -> dict[str, str]:
     """The build args image *name* takes from config/versions.yml (``POSTGRESQL=15``...)."""
-    known = versions()
-    args = {}
-    for key in _spec(name).versions:
-        if key not in known:
-            raise DeployError(f"{VERSIONS_FILE}: no '{key}:' version; image {name} is built with it")
-        args[key.upper()] = str(known[key])
-    return args
+    return {key.upper(): version(key, VERSIONS_FILE) for key in _spec(name).versions}
 
 
 def digest(name: str) -> str:

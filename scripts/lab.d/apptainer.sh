@@ -7,8 +7,11 @@
 # libsqlite3-0 into a private prefix and point the two ELF programs at that
 # libc with patchelf. The interpreter path is absolute, so the prefix lives
 # at the same path on the machine and (bind-mounted read-only) in the hosts.
+# The version is `apptainer:` of config/versions.yml ($LAB_APPTAINER); unstable
+# keeps only its newest, so a cold build fails once it has moved on, and says
+# to which version to move.
 
-apptainer_key() { { echo "$LAB_ARCH"; cat "$LAB_DIR/apptainer.sh"; } | sha256sum | cut -c1-12; }
+apptainer_key() { { echo "$LAB_ARCH $LAB_APPTAINER"; cat "$LAB_DIR/apptainer.sh"; } | sha256sum | cut -c1-12; }
 apptainer_dir() { echo "$LAB_CACHE/apptainer-$(apptainer_key)"; }
 
 ensure_apptainer() {
@@ -44,7 +47,11 @@ build_apptainer() {
         -o "APT::Sandbox::User=root" -qq
     )
     apt-get "${opts[@]}" update || return 1
-    (cd "$tmp/debs" && apt-get "${opts[@]}" download apptainer libc6 libseccomp2 libsqlite3-0) || return 1
+    if ! (cd "$tmp/debs" && apt-get "${opts[@]}" download "apptainer=$LAB_APPTAINER*" libc6 libseccomp2 libsqlite3-0); then
+        log "Debian unstable has no apptainer $LAB_APPTAINER; it has $(apt-cache "${opts[@]}" policy apptainer \
+            | awk '/Candidate:/ { print $2 }'): move apptainer: in config/versions.yml"
+        return 1
+    fi
     local deb
     for deb in "$tmp"/debs/*.deb; do dpkg-deb -x "$deb" "$tmp/root" || return 1; done
     local r=$tmp/root

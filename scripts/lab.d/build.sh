@@ -3,13 +3,18 @@
 #   - base-<key>/rootfs: one debootstrap tree that every host mounts read-only
 #     as the lower layer of its overlayfs root
 #   - base-<key>/repo:   the local apt repository the base was installed from
-# <key> hashes the suite, the architecture, packages.txt and this file, so
-# changing any of them builds a new base; older bases are pruned.
+# <key> hashes the suite, the architecture, the packages (with the versions
+# of config/versions.yml) and this file, so changing any of them builds a new
+# base; older bases are pruned.
 
-lab_packages() { sed 's/#.*//' "$LAB_DIR/packages.txt" | xargs; }
+# packages.txt with its {python}, {slurm} and {postgresql} filled in
+lab_packages() {
+    sed -e 's/#.*//' -e "s/{python}/$LAB_PYTHON/g" -e "s/{slurm}/$LAB_SLURM/g" \
+        -e "s/{postgresql}/$LAB_POSTGRESQL/g" "$LAB_DIR/packages.txt" | xargs
+}
 
 base_key() {
-    { echo "$LAB_SUITE $LAB_ARCH $LAB_UID"; cat "$LAB_DIR/packages.txt" "$LAB_DIR/build.sh"; } \
+    { echo "$LAB_SUITE $LAB_ARCH $LAB_UID"; lab_packages; cat "$LAB_DIR/build.sh"; } \
         | sha256sum | cut -c1-12
 }
 
@@ -68,15 +73,15 @@ build_base_packages() {
     # process vanish with it, even if this build is killed half-way.
     TOPPIPE_LAB_BUILD=1 unshare --mount --pid --fork --propagation private \
         bash -euc '
-        r=$1 repo=$2 inrepo=$3 pkgs=$4 user=$5 uid=$6
+        r=$1 repo=$2 inrepo=$3 user=$5 uid=$6
+        read -ra pkgs <<<"$4"   # split, never globbed: "slurmd=22.05*" is an apt pattern
         mount -t proc proc "$r/proc"
         mount --bind /dev "$r/dev"
         mount -t sysfs sysfs "$r/sys"
         mount --bind "$repo" "$r$inrepo"
         run_in() { chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"; }
         run_in apt-get update -qq
-        # shellcheck disable=SC2086
-        run_in apt-get install -y -qq --no-install-recommends --download-only $pkgs
+        run_in apt-get install -y -qq --no-install-recommends --download-only "${pkgs[@]}"
         run_in apt-get dist-upgrade -y -qq --download-only   # -updates, -security
         mv "$r"/var/cache/apt/archives/*.deb "$repo/"
         (cd "$repo" && apt-ftparchive packages . >Packages && gzip -9kf Packages \
@@ -85,9 +90,8 @@ build_base_packages() {
         rm -f "$r/etc/apt/apt.conf.d/99lab-build-ca" "$r/etc/apt/lab-build-ca.crt"
         rm -rf "$r"/var/lib/apt/lists/*
         run_in apt-get update -qq
-        # shellcheck disable=SC2086
         run_in apt-get dist-upgrade -y -qq >/dev/null
-        run_in apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+        run_in apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
         run_in apt-get clean
         # the lab user: same uid everywhere; "*" (not "!") so that sshd
         # without PAM does not treat the key-only account as locked

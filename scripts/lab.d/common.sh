@@ -12,9 +12,15 @@ LAB_SHARED=$LAB_SITE_ROOT/shared        # same path on the machine and every hos
 LAB_JSON=$LAB_STATE/lab.json
 LAB_LOCK=/run/toppipe-lab.lock
 
-# Hosts run Debian 12 whatever the machine runs: it has the Python 3.11 that
-# toppipe's wheels are built for.
-LAB_SUITE=${TOPPIPE_LAB_SUITE:-bookworm}
+# Versions from config/versions.yml (scripts/config-version). Hosts run that
+# Debian suite whatever the machine runs: its python3 is the Python that
+# toppipe's wheels are built for, and its Slurm and PostgreSQL those versions.
+lab_version() { "$LAB_DIR/../config-version" "$1"; }
+LAB_SUITE=${TOPPIPE_LAB_SUITE:-$(lab_version debian)}
+LAB_PYTHON=$(lab_version python)
+LAB_SLURM=$(lab_version slurm)
+LAB_POSTGRESQL=$(lab_version postgresql)
+LAB_APPTAINER=$(lab_version apptainer)
 LAB_ARCH=$(dpkg --print-architecture)
 
 LAB_BRIDGE=tplab0

@@ -164,9 +164,12 @@ def _bump(path: Path, old: str, new: str) -> None:
         (lambda r: _bump(r / "requirements.txt", "\njupyterlab==4.6.6 ", "\njupyterlab==4.6.7 "), {"client"}),
         (lambda r: _bump(r / "config" / "versions.yml", 'postgresql: "15"', 'postgresql: "16"'), {"postgres"}),
         (lambda r: _bump(r / "config" / "versions.yml", "debian: bookworm", "debian: trixie"), set(images.IMAGES)),
+        (lambda r: _bump(r / "config" / "versions.yml", 'python: "3.11"', 'python: "3.13"'), set(images.IMAGES)),
+        (lambda r: _bump(r / "config" / "versions.yml", 'slurm: "22.05"', 'slurm: "24.11"'), {"scheduler", "client"}),
         (lambda r: _bump(r / "containers" / "redis.def", "redis-server redis-tools", "redis-server redis-tools procps"), {"redis"}),
     ],
-    ids=["worker pin", "scheduler pin", "client pin", "postgresql version", "debian suite", "redis definition"],
+    ids=["worker pin", "scheduler pin", "client pin", "postgresql version", "debian suite", "python version",
+         "slurm version", "redis definition"],
 )
 def test_a_changed_input_changes_exactly_the_images_that_contain_it(repo_copy, edit, expected):
     assert _changed_images(repo_copy, edit) == expected
