@@ -5,7 +5,8 @@ Exit codes:
   1  the deploy failed on some host (the summary names host, role and why), or
      a health check failed (``check``, and ``up`` after a successful deploy), or
      an image build failed (``build``: the error ends with the build log's last lines), or
-     a host could not be reached (``plan`` is then incomplete)
+     a host could not be reached (``plan`` is then incomplete), or
+     a task fails already in check mode (``plan``)
   2  bad input: inventory, arguments, a port in use; nothing was changed
   3  ``status`` only: the site is not (fully) running
   130 interrupted
@@ -33,7 +34,8 @@ if "TOPPIPE_SERVICE" in os.environ:
 if __name__ == "__main__":
     from gevent import monkey
 
-    monkey.patch_all()
+    # os and signal stay as they are: pexpect (under ansible-runner) forks and reaps its own children
+    monkey.patch_all(os=False, signal=False)
 
 from deploy import DeployError, UserError, display  # noqa: E402
 from deploy.inventory import Site, load_site  # noqa: E402
@@ -72,7 +74,7 @@ def _engine():
     """One engine per command, so each host is connected to once (closed by :func:`main`)."""
     from deploy.engine import get_engine
 
-    return get_engine("pyinfra")
+    return get_engine()
 
 
 def cmd_up(site: Site, args) -> int:
@@ -143,7 +145,7 @@ def cmd_plan(site: Site, args) -> int:
     display.out(f"plan: site {site.name} from {site.inventory.parent}")
     report = lifecycle.plan(_engine(), site)
     display.plan_table(report)
-    return EXIT_FAILED if report.unreachable else EXIT_OK
+    return EXIT_FAILED if report.unreachable or report.failed else EXIT_OK
 
 
 def cmd_down(site: Site, args) -> int:

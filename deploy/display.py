@@ -62,6 +62,9 @@ def plan_table(report: RunReport) -> None:
     for result in todo:
         action = result.action
         out(f"  {action.host:<12} {action.role:<10} {action.resource.describe()}")
+    for result in report.failed:  # a check (an Ansible task in check mode) that fails already
+        action = result.action
+        out(f"  {action.host:<12} {action.role:<10} {action.resource.describe()}  FAILS: {result.message}")
     for host, why in sorted(report.unreachable.items()):
         out(f"  {host:<12} unreachable: {why}")
     out(f"up would make {len(todo)} change{'s' * (len(todo) != 1)} ({len(report.results) - len(todo)} already in place)")

@@ -21,7 +21,7 @@ from deploy.inventory import Host, Site
 from deploy.resources import Action, Ensure, Service, ServiceSpec, Upload
 from deploy.runtime import ServiceState, get_runtime
 from deploy.state import SiteFiles, site_files, write_connection
-from roles import ROLES, HostContext
+from roles import HostContext, site_roles
 from roles.base import IMAGE_PYTHON
 from roles.records import records_url
 
@@ -83,7 +83,7 @@ def contexts(engine: Engine, site: Site, secrets: SiteFiles, shipped: dict | Non
 def images_used(site: Site, ctxs: dict[str, HostContext]) -> dict[str, list[str]]:
     """Per apptainer host: the images its roles run there."""
     return {
-        host.name: sorted({name for role in ROLES if role.applies_to(site, host) for name in role.images(ctxs[host.name])})
+        host.name: sorted({name for role in site_roles(site) if role.applies_to(site, host) for name in role.images(ctxs[host.name])})
         for host in site.hosts
         if host.runtime == "apptainer"
     }
@@ -153,8 +153,9 @@ def build_artifacts(site: Site, note: Callable[[str], None]) -> dict:
     return found
 
 
-def _per_role(site: Site, ctxs: dict[str, HostContext], method: str, roles=ROLES) -> list[tuple[str, str, object]]:
+def _per_role(site: Site, ctxs: dict[str, HostContext], method: str, reverse: bool = False) -> list[tuple[str, str, object]]:
     """(host, role, item) for every item that ``role.<method>(ctx)`` returns, role by role."""
+    roles = site_roles(site)[::-1] if reverse else site_roles(site)
     return [
         (host.name, role.name, item)
         for role in roles
@@ -169,14 +170,14 @@ def up_actions(site: Site, ctxs: dict[str, HostContext]) -> list[Action]:
 
 
 def down_actions(site: Site, ctxs: dict[str, HostContext], purge: bool) -> list[Action]:
-    actions = [Action(*row) for row in _per_role(site, ctxs, "down", reversed(ROLES))]
+    actions = [Action(*row) for row in _per_role(site, ctxs, "down", reverse=True)]
     for host in site.hosts:
         runtime = get_runtime(host.runtime)
         leftovers = runtime.leftovers_command(site.name)
         check = f'[ -z "$({leftovers})" ]'
         actions.append(Action(host.name, "site", Ensure("no process of the site left", check, runtime.sweep_command(site.name))))
     if purge:
-        actions += [Action(*row) for row in _per_role(site, ctxs, "purge", reversed(ROLES))]
+        actions += [Action(*row) for row in _per_role(site, ctxs, "purge", reverse=True)]
     return actions
 
 
@@ -293,7 +294,7 @@ def scale_hosts(engine: Engine, site: Site, n: int) -> RunReport:
         raise UserError(f"site '{site.name}' has no workers group to scale")
     counts = {h.name: n // len(hosts) + (i < n % len(hosts)) for i, h in enumerate(hosts)}
     ctxs = contexts(engine, site, site_files(site))
-    role = next(r for r in ROLES if r.name == "workers")
+    role = next(r for r in site_roles(site) if r.name == "workers")
     actions = []
     for host in hosts:
         ctx = dataclasses.replace(ctxs[host.name], host=dataclasses.replace(host, workers=counts[host.name]))

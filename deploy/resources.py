@@ -1,7 +1,7 @@
 """What roles ask for: desired state, in words no engine owns.
 
-Roles return :class:`Action` lists; an engine (pyinfra today, ansible-runner
-later) turns each resource into its own operations. Nothing here runs
+Roles return :class:`Action` lists; an engine turns each resource into its
+own operations: pyinfra toppipe's resources, ansible-runner Ansible roles. Nothing here runs
 anything, so plans can be printed and unit-tested.
 """
 
@@ -131,7 +131,35 @@ class Service:
         return f"{'start' if self.running else 'stop'} {self.spec.name}"
 
 
-Resource = Directory | File | Upload | Absent | Ensure | Service
+@dataclass(frozen=True)
+class AnsibleTasks:
+    """The task file *tasks* (``main``, ``down``, ``purge``) of the Ansible-layout role in *folder*.
+
+    *variables* are what toppipe tells the role about its host (``toppipe_root``...);
+    values are plain YAML data. The Ansible engine runs these; every task of
+    the file is then reported as an :class:`AnsibleTask`.
+    """
+
+    role: str
+    folder: str
+    tasks: str = "main"
+    variables: tuple[tuple[str, object], ...] = ()
+
+    def describe(self) -> str:
+        return f"ansible role {self.role}" + ("" if self.tasks == "main" else f" ({self.tasks})")
+
+
+@dataclass(frozen=True)
+class AnsibleTask:
+    """One task of an Ansible role as it ran (what the Ansible engine reports, never asked for)."""
+
+    name: str
+
+    def describe(self) -> str:
+        return self.name
+
+
+Resource = Directory | File | Upload | Absent | Ensure | Service | AnsibleTasks | AnsibleTask
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The engine interface: pyinfra implements it, ansible-runner will too."""
+"""The engine interface, implemented by pyinfra and by ansible-runner."""
 
 from __future__ import annotations
 

@@ -67,6 +67,7 @@ def load_site(path: str | Path) -> Site:
         groups=tuple((g, tuple(sorted(m))) for g, m in sorted(members.items())),
     )
     _check_client(site, hosts_file)
+    _check_roles(site, group_var_map.get("all", (hosts_file, {}, "all.vars")))
     return site
 
 
@@ -216,6 +217,8 @@ def _settings(default_file: Path, all_vars: tuple[Path, dict, str]) -> Settings:
             file, "toppipe", f"site settings are missing; add a 'toppipe:' mapping with at least 'site: NAME'{where}"
         )
     root = _join(prefix, "toppipe")
+    if isinstance(raw, dict) and isinstance(raw.get("roles"), list):
+        raw = {**raw, "roles": [_role_entry(entry) for entry in raw["roles"]]}
     settings = schema.build(Settings, raw, file, root)
     if not SITE_NAME.match(settings.site):
         raise InventoryError(file, f"{root}.site", f"'{settings.site}' is not a site name; use lowercase letters, digits and '-'")
@@ -237,6 +240,31 @@ def _settings(default_file: Path, all_vars: tuple[Path, dict, str]) -> Settings:
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", workers.memory):
         raise InventoryError(file, f"{root}.workers.memory", f"'{workers.memory}' is not a size; write it like 2GiB or 512MiB")
     return settings
+
+
+def _role_entry(entry: Any) -> Any:
+    """``- name`` means ``- {role: name}``; ``hosts: group`` means ``hosts: [group]``."""
+    if isinstance(entry, str):
+        return {"role": entry}
+    if isinstance(entry, dict) and isinstance(entry.get("hosts"), str):
+        return {**entry, "hosts": [entry["hosts"]]}
+    return entry
+
+
+def _check_roles(site: Site, all_vars: tuple[Path, dict, str]) -> None:
+    """Every role of ``toppipe.roles`` exists, toppipe's own are all there in order, hosts exist."""
+    if not site.settings.roles:
+        return
+    from roles import role_list_problems  # roles import this package: only once it is loaded
+
+    file, _, prefix = all_vars
+    choices = site.settings.roles
+    targets = {h.name for h in site.hosts} | {g for g, _ in site.groups}
+    problems = role_list_problems([c.role for c in choices], [c.hosts for c in choices], site.inventory.parent, targets)
+    if problems:
+        index, problem = problems[0]
+        key = _join(prefix, "toppipe.roles") + (f"[{index}]" if index < len(choices) else "")
+        raise InventoryError(file, key, problem)
 
 
 def _check_groups(file: Path, members: dict[str, set[str]], declared: dict) -> None:

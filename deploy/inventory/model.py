@@ -69,6 +69,16 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class RoleChoice:
+    """One entry of ``toppipe.roles``: a role by name and, for Ansible roles, the hosts
+    and groups it runs on (all hosts when empty). Written ``- name`` or
+    ``- {role: name, hosts: [group, ...]}``."""
+
+    role: str
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     """Site-wide settings: the ``toppipe`` mapping in ``group_vars/all.yml``."""
 
@@ -79,6 +89,7 @@ class Settings:
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     paths: Paths = field(default_factory=Paths)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    roles: tuple[RoleChoice, ...] = ()  # empty: toppipe's own roles, in their order
 
 
 @dataclass(frozen=True)

@@ -48,12 +48,12 @@ class RealSite(SiteSource):
         return self._session
 
     def _site_and_engine(self):
-        from deploy.engine.pyinfra_engine import PyinfraEngine
+        from deploy.engine import get_engine
         from deploy.inventory import load_site
 
         site = load_site(self.record["inventory"])
         if self._engine is None:
-            self._engine = PyinfraEngine()
+            self._engine = get_engine()
         return site, self._engine
 
     def _reset_engine(self) -> None:

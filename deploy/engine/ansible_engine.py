@@ -1,0 +1,270 @@
+"""The Ansible engine: Ansible-layout roles run through ansible-runner's Python API.
+
+The only module of toppipe that imports ansible_runner. Ansible reads the
+site's inventory folder itself (it is Ansible's own format), plus one small
+generated file with what toppipe knows per host (``toppipe_root``...). Every
+run gets a private data directory of its own, removed afterwards; its
+output stays in ``<state>/ansible/<role>.log``. The event stream becomes the
+same :class:`ActionResult` s the pyinfra engine reports, one per task and
+host, so progress, summary and journal read alike for both engines.
+
+``plan`` is Ansible's check mode, with its limits: a task whose module cannot
+predict its change (``command``, ``shell`` without ``creates``) is skipped
+and shown as unchanged, and tasks that read what an earlier task would have
+made see the host as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import ansible_runner
+
+from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.files import private_dir, write_private
+from deploy.inventory import Site
+from deploy.resources import Action, AnsibleTask, AnsibleTasks, ServiceSpec
+from deploy.runtime import ServiceState, get_runtime, runtime_for
+
+logging.getLogger("ansible-runner").setLevel(logging.CRITICAL)
+
+#: Events that end one task on one host.
+_RESULTS = {"runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"}
+
+#: Ansible's settings for every run: host keys always checked, one ssh connection per host
+#: per run (closed at the end), quiet about interpreters, no retry files, no colour.
+_SETTINGS = {
+    "ANSIBLE_HOST_KEY_CHECKING": "True",
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+    "ANSIBLE_TIMEOUT": "10",  # the pyinfra engine's connect timeout
+    "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    "ANSIBLE_NOCOLOR": "True",
+    "ANSIBLE_LOCALHOST_WARNING": "False",
+}
+
+
+def _message(result: dict) -> str:
+    """What a failed task said, in one line: the command it ran, its message, then the first
+    and last lines of stderr."""
+    lines = [line for line in str(result.get("stderr") or "").splitlines() if line.strip()]
+    shown = lines[:1] + lines[-2:] if len(lines) > 3 else lines
+    msg = str(result.get("msg") or "").strip()
+    if msg == "non-zero return code":
+        msg = f"exit {result.get('rc')}"
+    command = result.get("cmd")
+    if command:
+        msg = f"{' '.join(command) if isinstance(command, list) else command}: {msg}"
+    return " / ".join(part for part in [msg, *shown] if part) or "failed with no message"
+
+
+def _play(actions: list[Action]) -> dict:
+    """One play running one task file of one role on the hosts of *actions*."""
+    first: AnsibleTasks = actions[0].resource  # type: ignore[assignment]
+    return {
+        "name": f"toppipe: {first.describe()}",
+        "hosts": ":".join(a.host for a in actions),
+        "gather_facts": False,
+        "tasks": [{"ansible.builtin.import_role": {"name": first.folder, "tasks_from": first.tasks}}],
+    }
+
+
+def _plays(actions: list[Action]) -> list[list[Action]]:
+    """Consecutive actions of the same role and task file, grouped: one play each, in order."""
+    groups: list[list[Action]] = []
+    for action in actions:
+        resource = action.resource
+        if not isinstance(resource, AnsibleTasks):
+            raise TypeError(f"the Ansible engine runs Ansible roles only, not {resource!r}")
+        last = groups[-1][0].resource if groups else None
+        if last is not None and (last.folder, last.tasks) == (resource.folder, resource.tasks):
+            groups[-1].append(action)
+        else:
+            groups.append([action])
+    return groups
+
+
+def _host_vars(site: Site, actions: Iterable[Action]) -> dict:
+    """The generated inventory: toppipe's variables per host, and the client's Python for local hosts."""
+    hosts: dict[str, dict] = {}
+    for action in actions:
+        found = hosts.setdefault(action.host, {})
+        found.update(dict(action.resource.variables))  # type: ignore[union-attr]
+        host = site.host(action.host)
+        if host.is_local and not host.python:
+            found.setdefault("ansible_python_interpreter", sys.executable)
+    return {"all": {"hosts": hosts}}
+
+
+class _Events:
+    """Turns ansible-runner's events into action results as tasks end on each host."""
+
+    def __init__(self, by_host: dict[str, Action], progress: Progress | None):
+        self.by_host, self.progress = by_host, progress
+        self.results: list[ActionResult] = []
+        self.unreachable: dict[str, str] = {}
+        self.outputs: dict[str, str] = {}
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event")
+        data = event.get("event_data") or {}
+        host = data.get("host")
+        if kind not in _RESULTS or host not in self.by_host:
+            return True
+        result = data.get("res") or {}
+        self.outputs[host] = str(result.get("stdout") or "")
+        task = AnsibleTask(str(data.get("task") or data.get("task_action") or "task"))
+        action = Action(host, self.by_host[host].role, task)
+        if kind == "runner_on_unreachable":
+            self.unreachable[host] = f"cannot connect: {_message(result)}"
+            outcome, message = Outcome.SKIPPED, self.unreachable[host]
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            outcome, message = Outcome.FAILED, _message(result)
+        elif kind == "runner_on_ok" and result.get("changed"):
+            outcome, message = Outcome.CHANGED, ""
+        else:
+            outcome, message = Outcome.UNCHANGED, ""
+        found = ActionResult(action, outcome, message)
+        self.results.append(found)
+        if self.progress:
+            self.progress(found)
+        return True
+
+
+def _close_masters(folder: Path) -> None:
+    """End the ssh connections Ansible kept open for the run, so none outlives it."""
+    for socket in sorted(folder.glob("*")) if folder.is_dir() else ():
+        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "toppipe"], capture_output=True, timeout=10)
+
+
+class AnsibleEngine(Engine):
+    """Runs Ansible-layout roles (:class:`AnsibleTasks`) with ansible-runner."""
+
+    name = "ansible"
+
+    def __init__(self) -> None:
+        self._unreachable: dict[str, dict[str, str]] = {}
+
+    def unreachable(self, site: Site) -> dict[str, str]:
+        return dict(self._unreachable.get(site.name, {}))
+
+    def apply(self, site: Site, actions: list[Action], progress: Progress | None = None) -> RunReport:
+        return self._run_all(site, actions, progress, check=False)
+
+    def plan(self, site: Site, actions: list[Action]) -> RunReport:
+        return self._run_all(site, actions, None, check=True)
+
+    def _run_all(self, site: Site, actions: list[Action], progress: Progress | None, check: bool) -> RunReport:
+        report = RunReport()
+        for play in _plays(actions):
+            todo = [a for a in play if a.host not in report.unreachable and a.host not in {r.action.host for r in report.failed}]
+            part = self._run(site, todo, progress, check) if todo else RunReport()
+            report.results += part.results
+            report.unreachable.update(part.unreachable)
+            for action in play:
+                if action not in todo:
+                    why = report.unreachable.get(action.host, "not run: the host failed earlier in this run")
+                    report.results.append(ActionResult(action, Outcome.SKIPPED, why))
+        self._unreachable.setdefault(site.name, {}).update(report.unreachable)
+        return report
+
+    def _run(self, site: Site, play: list[Action], progress: Progress | None, check: bool) -> RunReport:
+        """One play through ansible-runner, in a private data directory of its own."""
+        role: AnsibleTasks = play[0].resource  # type: ignore[assignment]
+        events = _Events({a.host: a for a in play}, progress)
+        status, rc, output = self._runner(site, [_play(play)], _host_vars(site, play), events, check)
+        log = private_dir(site.state_dir / "ansible") / f"{role.role}.log"
+        write_private(log, output)
+        report = RunReport(results=events.results, unreachable=events.unreachable)
+        reported = {r.action.host for r in events.results}
+        for action in play:
+            if action.host in reported:
+                continue
+            if status == "successful":  # the role has no task for this host
+                report.results.append(ActionResult(action, Outcome.UNCHANGED))
+            else:  # Ansible stopped before any task: a broken role or inventory
+                errors = [line for line in output.splitlines() if "ERROR" in line] or output.strip().splitlines()[-1:]
+                why = " ".join(errors[:2]).strip() or f"ansible-runner {status} (exit {rc}); see {log}"
+                report.results.append(ActionResult(action, Outcome.FAILED, why))
+        return report
+
+    def _runner(self, site: Site, playbook: list[dict], inventory: dict, events, check: bool) -> tuple[str, int, str]:
+        """Run *playbook*; (status, exit code, Ansible's output)."""
+        # Short paths in the temporary folder: ssh control sockets must fit in 108 bytes.
+        private = Path(tempfile.mkdtemp(prefix="toppipe-ansible-"))
+        try:
+            (private / "hosts.yml").write_text(json.dumps(inventory))
+            envvars = {
+                **_SETTINGS,
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            }
+            runner = ansible_runner.run(
+                private_data_dir=str(private),
+                playbook=playbook,
+                inventory=[str(site.inventory.parent.resolve()), str(private / "hosts.yml")],
+                envvars=envvars,
+                cmdline="--check" if check else None,
+                quiet=True,
+                event_handler=events,
+            )
+            output = runner.stdout.read() if runner.stdout else ""
+            return runner.status, runner.rc, output
+        finally:
+            _close_masters(private / "cp")
+            shutil.rmtree(private, ignore_errors=True)
+
+    # -- facts: one shell script per host, through Ansible's shell module ----
+
+    def _shell(self, site: Site, scripts: dict[str, str]) -> dict[str, str]:
+        """The stdout of each host's script (hosts Ansible cannot reach are left out)."""
+        if not scripts:
+            return {}
+        plays = [Action(h, "facts", AnsibleTasks("facts", "", variables=(("toppipe_script", s),))) for h, s in scripts.items()]
+        playbook = [{
+            "name": "toppipe: facts",
+            "hosts": ":".join(scripts),
+            "gather_facts": False,
+            "tasks": [{"name": "fact", "ansible.builtin.shell": "{{ toppipe_script }}", "args": {"executable": "/bin/bash"}}],
+        }]  # fmt: skip
+        events = _Events({a.host: a for a in plays}, None)
+        self._runner(site, playbook, _host_vars(site, plays), events, check=False)
+        self._unreachable.setdefault(site.name, {}).update(events.unreachable)
+        return {host: out for host, out in events.outputs.items() if host not in events.unreachable}
+
+    def service_states(self, site: Site, services: list[tuple[str, ServiceSpec]]) -> dict[tuple[str, str], ServiceState]:
+        """Every service's status script, one run for all hosts; each output follows a marker line."""
+        marker = "@@toppipe-service "
+        scripts: dict[str, list[str]] = {}
+        for host_name, spec in services:
+            command = runtime_for(site.host(host_name), spec).status_command(spec)
+            scripts.setdefault(host_name, []).append(f"echo {shlex.quote(marker + spec.name)}; {command}")
+        found = {}
+        for host, output in self._shell(site, {h: "\n".join(s) for h, s in scripts.items()}).items():
+            for chunk in output.split(marker)[1:]:
+                name, _, status = chunk.partition("\n")
+                spec = next(s for h, s in services if h == host and s.name == name)
+                found[(host, name)] = runtime_for(site.host(host), spec).parse_status(status)
+        return found
+
+    def missing_files(self, site: Site, paths: dict[str, list[str]]) -> dict[str, list[str]]:
+        scripts = {h: "for p in " + " ".join(map(shlex.quote, w)) + '; do [ -f "$p" ] || echo "$p"; done' for h, w in paths.items() if w}
+        return {host: output.splitlines() for host, output in self._shell(site, scripts).items()}
+
+    def home_dirs(self, site: Site) -> dict[str, str]:
+        remote = {h.name: 'echo "$HOME"' for h in site.hosts if not h.is_local}
+        return {host: output.strip() for host, output in self._shell(site, remote).items()}
+
+    def leftovers(self, site: Site) -> dict[str, list[int]]:
+        scripts = {h.name: get_runtime(h.runtime).leftovers_command(site.name) for h in site.hosts}
+        return {host: [int(p) for p in output.split()] for host, output in self._shell(site, scripts).items()}

@@ -1,0 +1,102 @@
+"""The engine ``deploy`` uses: pyinfra for toppipe's resources, ansible-runner for Ansible roles.
+
+A site's role list may mix both kinds. Actions run in their order, cut into
+runs of one engine each; a host that failed or could not be reached in one
+run is skipped in the runs after it, as within one engine. Facts come from
+pyinfra, whose connections stay open between calls.
+"""
+
+from __future__ import annotations
+
+from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.inventory import Site
+from deploy.resources import Action, AnsibleTasks, ServiceSpec
+from deploy.runtime import ServiceState
+
+
+def segments(actions: list[Action]) -> list[tuple[str, list[Action]]]:
+    """*actions* cut into consecutive runs for one engine each: ("ansible" | "pyinfra", actions)."""
+    found: list[tuple[str, list[Action]]] = []
+    for action in actions:
+        kind = "ansible" if isinstance(action.resource, AnsibleTasks) else "pyinfra"
+        if found and found[-1][0] == kind:
+            found[-1][1].append(action)
+        else:
+            found.append((kind, [action]))
+    return found
+
+
+class SiteEngine(Engine):
+    """Routes each action to the engine for its kind of resource."""
+
+    name = "site"
+
+    def __init__(self) -> None:
+        from deploy.engine.pyinfra_engine import PyinfraEngine
+
+        self.pyinfra = PyinfraEngine()
+        self._ansible: Engine | None = None
+
+    @property
+    def ansible(self) -> Engine:
+        """The Ansible engine, imported on first use (ansible-runner is slow to import)."""
+        if self._ansible is None:
+            from deploy.engine.ansible_engine import AnsibleEngine
+
+            self._ansible = AnsibleEngine()
+        return self._ansible
+
+    def close(self) -> None:
+        self.pyinfra.close()
+        if self._ansible is not None:
+            self._ansible.close()
+
+    def unreachable(self, site: Site) -> dict[str, str]:
+        found = self.pyinfra.unreachable(site)
+        if self._ansible is not None:
+            found = {**self._ansible.unreachable(site), **found}
+        return found
+
+    def apply(self, site: Site, actions: list[Action], progress: Progress | None = None) -> RunReport:
+        return self._segmented(site, actions, progress, plan=False)
+
+    def plan(self, site: Site, actions: list[Action]) -> RunReport:
+        return self._segmented(site, actions, None, plan=True)
+
+    def _segmented(self, site: Site, actions: list[Action], progress: Progress | None, plan: bool) -> RunReport:
+        report = RunReport()
+        stopped: dict[str, str] = {}  # host -> why its later actions are not run
+        for kind, segment in segments(actions):
+            engine = self.ansible if kind == "ansible" else self.pyinfra
+            known = self.pyinfra.unreachable(site) if kind == "ansible" else {}
+            skip = {**known, **stopped}
+            todo = [a for a in segment if a.host not in skip]
+            part = (engine.plan(site, todo) if plan else engine.apply(site, todo, progress)) if todo else RunReport()
+            report.results += part.results
+            report.unreachable.update(part.unreachable)
+            for action in segment:
+                if action.host in skip:
+                    if action.host in known:
+                        report.unreachable[action.host] = known[action.host]
+                    result = ActionResult(action, Outcome.SKIPPED, skip[action.host])
+                    report.results.append(result)
+                    if progress:
+                        progress(result)
+            stopped.update({h: why for h, why in part.unreachable.items()})
+            if not plan:
+                stopped.update({r.action.host: "not run: the host failed earlier in this run" for r in part.failed})
+        return report
+
+    # -- facts: pyinfra's ------------------------------------------------
+
+    def missing_files(self, site: Site, paths: dict[str, list[str]]) -> dict[str, list[str]]:
+        return self.pyinfra.missing_files(site, paths)
+
+    def service_states(self, site: Site, services: list[tuple[str, ServiceSpec]]) -> dict[tuple[str, str], ServiceState]:
+        return self.pyinfra.service_states(site, services)
+
+    def home_dirs(self, site: Site) -> dict[str, str]:
+        return self.pyinfra.home_dirs(site)
+
+    def leftovers(self, site: Site) -> dict[str, list[int]]:
+        return self.pyinfra.leftovers(site)
