@@ -38,6 +38,12 @@ TASKS = """\
   check_mode: false
   failed_when: false
 """
+DOWN = """\
+- name: no greeting left
+  ansible.builtin.file:
+    path: "{{ toppipe_root }}/greeting.txt"
+    state: absent
+"""
 FAILING = """\
 - name: the site needs a GPU
   ansible.builtin.fail:
@@ -45,12 +51,13 @@ FAILING = """\
 """
 
 
-def _inventory(tmp_path: Path, site: str, tasks: str) -> Path:
+def _inventory(tmp_path: Path, site: str, tasks: str, down: str | None = None) -> Path:
     folder = tmp_path / site
     shutil.copytree(REPO / "inventories" / "local", folder)
     role = folder / "roles" / "greet"
     for sub, name, text in [
         ("tasks", "main.yml", tasks),
+        *([("tasks", "down.yml", down)] if down else []),
         ("defaults", "main.yml", "greet_whom: world\n"),
         ("templates", "greeting.j2", "hello {{ greet_whom }} from {{ toppipe_site }}\n"),
         ("handlers", "main.yml", f"- name: note the new greeting\n  ansible.builtin.copy:\n    content: noted\n    dest: \"{{{{ toppipe_root }}}}/noted.txt\"\n"),
@@ -99,6 +106,20 @@ def test_a_role_runs_reports_each_task_and_changes_nothing_the_second_time(tmp_p
     assert [(r.action.resource.describe(), r.outcome) for r in plan.results[:2]] == [
         ("the greeting file", Outcome.CHANGED), ("the greeting is there", Outcome.UNCHANGED)]
     assert not (root / "greeting.txt").exists()  # check mode changed nothing
+
+
+def test_down_runs_the_roles_down_tasks(tmp_path, monkeypatch):
+    from deploy.lifecycle import down_actions
+
+    site, actions, ctxs = _role_actions(_inventory(tmp_path, "ansdown", TASKS, DOWN), tmp_path / "state", monkeypatch)
+    greeting = Path(ctxs["localhost"].root) / "greeting.txt"
+    greeting.parent.mkdir(parents=True)
+    assert get_engine("ansible").apply(site, actions).ok and greeting.exists()
+    down = [a for a in down_actions(site, ctxs, purge=False) if a.role == "greet"]
+    assert [a.resource.tasks for a in down] == ["down"]
+    report = get_engine("ansible").apply(site, down)
+    assert [(r.action.resource.describe(), r.outcome) for r in report.results] == [("no greeting left", Outcome.CHANGED)]
+    assert not greeting.exists()
 
 
 def test_the_ansible_engine_reads_facts_through_the_same_inventory(tmp_path, monkeypatch):
