@@ -29,7 +29,7 @@ from pathlib import Path
 
 import ansible_runner
 
-from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport, in_turn
 from deploy.files import private_dir, write_private
 from deploy.inventory import Site
 from deploy.resources import Action, AnsibleTask, AnsibleTasks, ServiceSpec
@@ -165,16 +165,8 @@ class AnsibleEngine(Engine):
         return self._run_all(site, actions, None, check=True)
 
     def _run_all(self, site: Site, actions: list[Action], progress: Progress | None, check: bool) -> RunReport:
-        report = RunReport()
-        for play in _plays(actions):
-            todo = [a for a in play if a.host not in report.unreachable and a.host not in {r.action.host for r in report.failed}]
-            part = self._run(site, todo, progress, check) if todo else RunReport()
-            report.results += part.results
-            report.unreachable.update(part.unreachable)
-            for action in play:
-                if action not in todo:
-                    why = report.unreachable.get(action.host, "not run: the host failed earlier in this run")
-                    report.results.append(ActionResult(action, Outcome.SKIPPED, why))
+        """One play after another; a host that failed or was unreachable in one is skipped after."""
+        report = in_turn(_plays(actions), lambda play: self._run(site, play, progress, check), progress)
         self._unreachable.setdefault(site.name, {}).update(report.unreachable)
         return report
 
@@ -245,16 +237,16 @@ class AnsibleEngine(Engine):
     def service_states(self, site: Site, services: list[tuple[str, ServiceSpec]]) -> dict[tuple[str, str], ServiceState]:
         """Every service's status script, one run for all hosts; each output follows a marker line."""
         marker = "@@toppipe-service "
+        specs = {(host, spec.name): spec for host, spec in services}
         scripts: dict[str, list[str]] = {}
-        for host_name, spec in services:
-            command = runtime_for(site.host(host_name), spec).status_command(spec)
-            scripts.setdefault(host_name, []).append(f"echo {shlex.quote(marker + spec.name)}; {command}")
+        for (host, name), spec in specs.items():
+            command = runtime_for(site.host(host), spec).status_command(spec)
+            scripts.setdefault(host, []).append(f"echo {shlex.quote(marker + name)}; {command}")
         found = {}
         for host, output in self._shell(site, {h: "\n".join(s) for h, s in scripts.items()}).items():
             for chunk in output.split(marker)[1:]:
                 name, _, status = chunk.partition("\n")
-                spec = next(s for h, s in services if h == host and s.name == name)
-                found[(host, name)] = runtime_for(site.host(host), spec).parse_status(status)
+                found[(host, name)] = runtime_for(site.host(host), specs[(host, name)]).parse_status(status)
         return found
 
     def missing_files(self, site: Site, paths: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -56,6 +56,47 @@ class RunReport:
 #: Called as each action ends: (result). The engine never prints.
 Progress = Callable[[ActionResult], None]
 
+#: Why a host's later actions are not run once it failed.
+FAILED_EARLIER = "not run: the host failed earlier in this run"
+
+
+def in_turn(
+    groups: list[list[Action]],
+    run: Callable[[list[Action]], RunReport],
+    progress: Progress | None = None,
+    *,
+    unreachable: dict[str, str] | None = None,
+    stop_after_failure: bool = True,
+) -> RunReport:
+    """Run *groups* of actions one after another with *run*, into one report.
+
+    A host in *unreachable* (known before the first group) is skipped in every
+    group, as an engine skips the hosts it could not connect to. A host found
+    unreachable by one group or, with *stop_after_failure*, failed in it is
+    skipped in the groups after, each of its actions reported as it is passed over.
+    """
+    known = dict(unreachable or {})
+    report = RunReport()
+    stopped: dict[str, str] = {}
+    for group in groups:
+        todo = [a for a in group if a.host not in known and a.host not in stopped]
+        part = run(todo) if todo else RunReport()
+        report.results += part.results
+        report.unreachable.update(part.unreachable)
+        for action in group:
+            if action.host in known:
+                report.unreachable[action.host] = known[action.host]
+                report.results.append(ActionResult(action, Outcome.SKIPPED, known[action.host]))
+            elif action.host in stopped:
+                result = ActionResult(action, Outcome.SKIPPED, stopped[action.host])
+                report.results.append(result)
+                if progress:
+                    progress(result)
+        stopped.update(part.unreachable)
+        if stop_after_failure:
+            stopped.update({r.action.host: FAILED_EARLIER for r in part.failed})
+    return report
+
 
 class Engine(abc.ABC):
     """Applies actions to a site's hosts and reads facts from them."""

@@ -23,7 +23,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.operations import files
 
-from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.engine.base import FAILED_EARLIER, ActionResult, Engine, Outcome, Progress, RunReport
 from deploy.files import write_private
 from deploy.inventory import Host, Site
 from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec, Upload
@@ -152,7 +152,7 @@ def _service(spec_status: str, start: str, stop: str, digest: str, running: bool
 def _result(action: Action, meta) -> ActionResult:
     """An action's outcome from its completed (or never run) pyinfra operation."""
     if not meta.is_complete():
-        return ActionResult(action, Outcome.SKIPPED, "not run: the host failed earlier in this run")
+        return ActionResult(action, Outcome.SKIPPED, FAILED_EARLIER)
     if meta.did_error():
         lines = [line for line in (meta.stderr or meta.stdout).strip().splitlines() if line.strip()]
         shown = lines[:1] + lines[-2:] if len(lines) > 3 else lines

@@ -8,17 +8,22 @@ pyinfra, whose connections stay open between calls.
 
 from __future__ import annotations
 
-from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.engine.base import Engine, Progress, RunReport, in_turn
 from deploy.inventory import Site
 from deploy.resources import Action, AnsibleTasks, ServiceSpec
 from deploy.runtime import ServiceState
+
+
+def _kind(action: Action) -> str:
+    """The engine for *action*: ansible-runner for Ansible roles, pyinfra for the rest."""
+    return "ansible" if isinstance(action.resource, AnsibleTasks) else "pyinfra"
 
 
 def segments(actions: list[Action]) -> list[tuple[str, list[Action]]]:
     """*actions* cut into consecutive runs for one engine each: ("ansible" | "pyinfra", actions)."""
     found: list[tuple[str, list[Action]]] = []
     for action in actions:
-        kind = "ansible" if isinstance(action.resource, AnsibleTasks) else "pyinfra"
+        kind = _kind(action)
         if found and found[-1][0] == kind:
             found[-1][1].append(action)
         else:
@@ -64,28 +69,14 @@ class SiteEngine(Engine):
         return self._segmented(site, actions, None, plan=True)
 
     def _segmented(self, site: Site, actions: list[Action], progress: Progress | None, plan: bool) -> RunReport:
-        report = RunReport()
-        stopped: dict[str, str] = {}  # host -> why its later actions are not run
-        for kind, segment in segments(actions):
-            engine = self.ansible if kind == "ansible" else self.pyinfra
-            known = self.pyinfra.unreachable(site) if kind == "ansible" else {}
-            skip = {**known, **stopped}
-            todo = [a for a in segment if a.host not in skip]
-            part = (engine.plan(site, todo) if plan else engine.apply(site, todo, progress)) if todo else RunReport()
-            report.results += part.results
-            report.unreachable.update(part.unreachable)
-            for action in segment:
-                if action.host in skip:
-                    if action.host in known:
-                        report.unreachable[action.host] = known[action.host]
-                    result = ActionResult(action, Outcome.SKIPPED, skip[action.host])
-                    report.results.append(result)
-                    if progress:
-                        progress(result)
-            stopped.update({h: why for h, why in part.unreachable.items()})
-            if not plan:
-                stopped.update({r.action.host: "not run: the host failed earlier in this run" for r in part.failed})
-        return report
+        def run(segment: list[Action]) -> RunReport:
+            engine = self.ansible if _kind(segment[0]) == "ansible" else self.pyinfra
+            return engine.plan(site, segment) if plan else engine.apply(site, segment, progress)
+
+        return in_turn(
+            [segment for _, segment in segments(actions)], run, progress,
+            unreachable=self.pyinfra.unreachable(site), stop_after_failure=not plan,
+        )  # fmt: skip
 
     # -- facts: pyinfra's ------------------------------------------------
 

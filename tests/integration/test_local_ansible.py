@@ -18,6 +18,7 @@ import yaml
 from deploy.engine import Outcome, get_engine
 from deploy.inventory import load_site
 from deploy.lifecycle import contexts, up_actions
+from deploy.lifecycle import services as lifecycle_services
 from deploy.state import site_files
 from roles import ROLES
 from tests.conftest import REPO, marked_pids, run_deploy
@@ -129,6 +130,12 @@ def test_the_ansible_engine_reads_facts_through_the_same_inventory(tmp_path, mon
     assert engine.missing_files(site, {"localhost": [present, present + ".nope"]}) == {"localhost": [present + ".nope"]}
     assert engine.leftovers(site) == {"localhost": []}
     assert engine.home_dirs(site) == {}  # no remote host
+    services = lifecycle_services(site, ctxs)
+    with get_engine("pyinfra") as pyinfra:
+        expected = pyinfra.service_states(site, services)
+    found = engine.service_states(site, services)
+    assert len(found) == len(services)
+    assert {k: (s.running, s.answering) for k, s in found.items()} == {k: (s.running, s.answering) for k, s in expected.items()}
 
 
 def test_a_failing_ansible_task_fails_up_like_a_pyinfra_operation(tmp_path):

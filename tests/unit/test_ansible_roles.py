@@ -115,3 +115,33 @@ def test_a_failed_command_says_its_exit_code_and_stderr():
     assert _message({"msg": "Error executing command.", "rc": 2, "cmd": "nvidia-smi -L"}) == "nvidia-smi -L: Error executing command."
     assert _message({"msg": "assertion failed"}) == "assertion failed"
     assert _message({}) == "failed with no message"
+
+
+def test_runs_in_turn_skip_hosts_unreachable_or_failed_earlier():
+    from deploy.engine import ActionResult, RunReport
+    from deploy.engine.base import FAILED_EARLIER, in_turn
+
+    def run(group):
+        report = RunReport()
+        for action in group:
+            outcome = Outcome.FAILED if action.resource.path == "/fails" else Outcome.CHANGED
+            report.results.append(ActionResult(action, outcome))
+        return report
+
+    first = [Action("a", "r", Directory("/fails")), Action("b", "r", Directory("/x")), Action("c", "r", Directory("/x"))]
+    second = [Action(h, "r", Directory("/y")) for h in "abc"]
+    seen = []
+    report = in_turn([first, second], run, seen.append, unreachable={"c": "cannot connect: timed out"})
+    outcomes = [(r.action.host, r.action.resource.path, r.outcome, r.message) for r in report.results]
+    assert outcomes == [
+        ("a", "/fails", Outcome.FAILED, ""),
+        ("b", "/x", Outcome.CHANGED, ""),
+        ("c", "/x", Outcome.SKIPPED, "cannot connect: timed out"),
+        ("b", "/y", Outcome.CHANGED, ""),
+        ("a", "/y", Outcome.SKIPPED, FAILED_EARLIER),
+        ("c", "/y", Outcome.SKIPPED, "cannot connect: timed out"),
+    ]
+    assert report.unreachable == {"c": "cannot connect: timed out"}
+    assert [(r.action.host, r.action.resource.path) for r in seen] == [("a", "/y")]  # an engine reports its own results
+    planned = in_turn([first, second], run, stop_after_failure=False)
+    assert [r.outcome for r in planned.results[3:]] == [Outcome.CHANGED] * 3
