@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     os.environ["TOPPIPE_STATE_DIR"] = tempfile.mkdtemp(prefix="toppipe-bench-")
-    from deploy import images
+    from deploy import artifacts
     from deploy.inventory import load_site
     from deploy.lifecycle import contexts
     from deploy.state import site_files
@@ -91,7 +91,7 @@ def main() -> int:
     folder = f"{site.settings.paths.shared}/bench-prepare"
     with get_engine("pyinfra") as engine:
         ctxs = contexts(engine, site, site_files(site))
-    apptainer = images.versions()["apptainer"]
+    apptainer = artifacts.version("apptainer")
     plans = {
         "pyinfra": [Action(h.name, "prepare", r) for i, h in enumerate(hosts) for r in pyinfra_twin(folder, site.name, apptainer, i == 0)],
         "ansible": [

@@ -34,9 +34,14 @@ class Artifact:
     digest: str
 
 
+def versions(versions_file: Path | None = None) -> dict:
+    """``config/versions.yml``: the versions that are not Python packages."""
+    return yaml.safe_load(Path(versions_file or VERSIONS_FILE).read_text()) or {}
+
+
 def version(key: str, versions_file: Path = VERSIONS_FILE) -> str:
-    """One version of ``config/versions.yml`` (the versions that are not Python packages)."""
-    found = (yaml.safe_load(Path(versions_file).read_text()) or {}).get(key)
+    """One version of ``config/versions.yml``; DeployError naming the file and key when it is missing."""
+    found = versions(versions_file).get(key)
     if found is None or found == "":
         raise DeployError(f"{versions_file}: no '{key}:' version; add it (the images, the lab and the scripts read it there)")
     return str(found)

@@ -72,10 +72,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from deploy import DeployError
 from deploy.artifacts import REPO, VERSIONS_FILE, Artifact, cache_dir, version
+
 
 @dataclass(frozen=True)
 class ImageSpec:
@@ -101,11 +100,6 @@ IMAGES: dict[str, ImageSpec] = {
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 APT_SOURCES = Path("/etc/apt")
 LOG_TAIL = 15
-
-
-def versions(versions_file: Path | None = None) -> dict:
-    """``config/versions.yml``: the versions that are not Python packages."""
-    return yaml.safe_load(Path(versions_file or VERSIONS_FILE).read_text()) or {}
 
 
 def debian_suite(versions_file: Path | None = None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy import images
+from deploy import artifacts
 from deploy.inventory import Host, Site
 from deploy.resources import AnsibleTasks, Resource
 from roles.base import HostContext, Role
@@ -55,7 +55,7 @@ class AnsibleRole(Role):
             ("toppipe_root", ctx.root),
             ("toppipe_runtime", ctx.host.runtime),
             ("toppipe_shared_site", f"{shared}/{site.name}" if shared else ""),
-            ("toppipe_versions", images.versions()),
+            ("toppipe_versions", artifacts.versions()),
         )
 
     def _tasks(self, ctx: HostContext, which: str) -> list[Resource]:
