@@ -145,11 +145,12 @@ def _show(changes: list[pins.Change]) -> None:
                 _say(f"  {change}")
 
 
-def _resolve(work: Workspace, args) -> None:
-    """Rewrite the exact pins asked for, then run compile-requirements; BumpFailed with uv's last lines."""
+def _resolve(work: Workspace, args, exact: dict[str, str]) -> None:
+    """Rewrite the exact pins asked for (*exact*: those the short lists hold), then run
+    compile-requirements; BumpFailed with uv's last lines."""
     for request in args.packages:
         name, _, version = request.partition("==")
-        if version and pins.normalize(name) in work.exact_pins():
+        if version and pins.normalize(name) in exact:
             work.hold(pins.normalize(name), version)
     argv = compile_argv(args.packages, args.index_url)
     _say(f"bump: {' '.join(argv)}")
@@ -194,13 +195,14 @@ def bump(args, root: Path = REPO) -> int:
     work = Workspace(root)
     before = work.versions()
     pinned = {name for versions in before.values() for name in versions}
-    request_notes = check_requests(args.packages, pinned, work.exact_pins())
+    exact = work.exact_pins()
+    request_notes = check_requests(args.packages, pinned, exact)
     work.check_clean()
     for note in request_notes:
         _say(f"bump: note: {note}")
     digests = {name: images.digest(name) for name in images.IMAGES}
     try:
-        _resolve(work, args)
+        _resolve(work, args, exact)
         changes = pins.diff(before, work.versions())
         if not changes:
             work.restore()

@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 
+from deploy.pins import REQUIREMENT, normalize
 from deploy.checks.hosts import Section, last_line
 from deploy.checks.results import CheckResult
 from deploy.runtime import ServiceState
@@ -25,7 +26,7 @@ _VERSIONS_CODE = (
     "import json, importlib.metadata as m; print(json.dumps({n: getattr(next(iter(m.distributions(name=n)), None), "
     f"'version', None) for n in {list(PACKAGES)!r}}}))"
 )
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", re.MULTILINE)
+_PIN = re.compile(REQUIREMENT.pattern, re.MULTILINE)  # a pin file's name==version lines
 
 
 def _gib(size: float) -> str:
@@ -58,14 +59,10 @@ def versions_script(python: str, ctx=None, image: str | None = None) -> str:
     return f"{shlex.quote(python)} -c {shlex.quote(_VERSIONS_CODE)}"
 
 
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def read_pins(text: str, names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """``name -> version`` of *names* from a requirements file's ``name==version`` lines."""
-    pins = {normalize(m.group(1)): m.group(2) for m in _PIN.finditer(text)}
-    return {name: pins[name] for name in names if name in pins}
+    found = {normalize(m.group(1)): m.group(3) for m in _PIN.finditer(text)}
+    return {name: found[name] for name in names if name in found}
 
 
 def parse_versions(output: str) -> dict[str, str | None]:

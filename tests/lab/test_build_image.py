@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from deploy import images
-from tests.unit.test_pins import parse
+from deploy.pins import read as pin_versions
 
 pytestmark = pytest.mark.lab
 
@@ -79,7 +79,7 @@ def test_the_image_runs_the_pinned_distributed(apptainer, built):
     _, image, _, _ = built
     version = inside(apptainer, image, "/opt/toppipe/venv/bin/python", "-c",
                      "import dask, distributed; print(distributed.__version__)").strip()  # fmt: skip
-    assert version == parse(REPO / "requirements.txt")["distributed"]
+    assert version == pin_versions(REPO / "requirements.txt")["distributed"]
 
 
 def test_the_image_holds_exactly_the_worker_pins(apptainer, built):
@@ -88,7 +88,7 @@ def test_the_image_holds_exactly_the_worker_pins(apptainer, built):
     for line in inside(apptainer, image, "/opt/toppipe/venv/bin/python", "-m", "pip", "freeze", "--all").splitlines():
         name, _, version = line.partition("==")
         frozen[re.sub(r"[-_.]+", "-", name).lower()] = version
-    pins = parse(REPO / "requirements" / "worker.txt")
+    pins = pin_versions(REPO / "requirements" / "worker.txt")
     assert {name: frozen.get(name) for name in pins} == pins
     extra = set(frozen) - set(pins) - {"pip", "setuptools"}
     assert not extra, f"packages in the image that worker.txt does not pin: {sorted(extra)}"
@@ -123,7 +123,7 @@ def test_the_data_and_client_images_hold_their_services(apptainer, built):
     assert "sbatch" in inside(apptainer, path["scheduler"], "sh", "-c", "command -v sbatch")
     versions = inside(apptainer, path["client"], "/opt/toppipe/venv/bin/python", "-c",
                       "import jupyterlab, distributed; print(jupyterlab.__version__, distributed.__version__)").split()  # fmt: skip
-    pins = parse(REPO / "requirements.txt")
+    pins = pin_versions(REPO / "requirements.txt")
     assert versions == [pins["jupyterlab"], pins["distributed"]]
     assert inside(apptainer, path["client"], "lsyncd", "--version").startswith("Version: 2.")
 

@@ -22,11 +22,6 @@ VERSIONS = yaml.safe_load((REPO / "config" / "versions.yml").read_text())
 CLIENT_PARTS = ("scheduler", "worker", "dashboard")
 
 
-def parse(path: Path) -> dict[str, str]:
-    """name -> version of a pin file (tests/lab reads the pins through this)."""
-    return pins.read(path)
-
-
 def test_every_part_has_a_short_list_and_a_pin_file():
     parts = {p.stem for p in pins.short_lists(REPO)}
     assert parts >= {"client", "scheduler", "worker", "dashboard", "test", "tools"}
@@ -36,7 +31,7 @@ def test_every_part_has_a_short_list_and_a_pin_file():
 
 @pytest.mark.parametrize("path", PIN_FILES, ids=lambda p: p.name)
 def test_every_requirement_is_pinned_with_hashes(path):
-    assert parse(path)
+    assert pins.read(path)
 
 
 @pytest.mark.parametrize("short_list", pins.short_lists(REPO), ids=lambda p: p.name)
@@ -45,7 +40,7 @@ def test_a_pin_file_is_compiled_from_its_short_list(short_list):
     header = pin_file.read_text().splitlines()[1]
     assert f"--python-version {VERSIONS['python']} " in header, f"{pin_file.name}: compiled for another Python: {header}"
     assert f"requirements/in/{short_list.name} -o {pin_file.relative_to(REPO)}" in header
-    pinned = parse(pin_file)
+    pinned = pins.read(pin_file)
     for name, version in pins.listed(short_list.read_text()).items():
         assert name in pinned, f"{short_list.name} lists {name}, {pin_file.name} lacks it: run scripts/compile-requirements"
         assert version in (None, pinned[name]), f"{name}: {version} in {short_list.name}, {pinned[name]} in {pin_file.name}"
@@ -54,25 +49,25 @@ def test_a_pin_file_is_compiled_from_its_short_list(short_list):
 def test_no_package_is_pinned_to_two_versions():
     seen: dict[str, tuple[str, str]] = {}
     for path in PIN_FILES:
-        for name, version in parse(path).items():
+        for name, version in pins.read(path).items():
             other_version, other_file = seen.setdefault(name, (version, path.name))
             assert version == other_version, f"{name}: {version} in {path.name} but {other_version} in {other_file}"
 
 
 @pytest.mark.parametrize("part", CLIENT_PARTS)
 def test_a_part_beside_the_client_has_the_client_versions(part):
-    client = parse(CLIENT)
-    for name, version in parse(REPO / "requirements" / f"{part}.txt").items():
+    client = pins.read(CLIENT)
+    for name, version in pins.read(REPO / "requirements" / f"{part}.txt").items():
         assert client.get(name) == version, f"{part}.txt: {name} {version}, requirements.txt: {client.get(name)}"
 
 
 @pytest.mark.parametrize("image", [n for n in images.IMAGES if any(images.IMAGES[b].pins for b in images.chain(n))])
 def test_an_image_installs_the_client_versions(image):
-    client = parse(CLIENT)
+    client = pins.read(CLIENT)
     installed = {}
     for name in images.chain(image):
         for pin_file in images.IMAGES[name].pins:
-            installed.update(parse(REPO / pin_file))
+            installed.update(pins.read(REPO / pin_file))
     shared = set(installed) & set(client)
     assert shared, image
     assert {n: installed[n] for n in shared} == {n: client[n] for n in shared}
