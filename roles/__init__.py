@@ -7,10 +7,12 @@ ansible-runner, :mod:`roles.ansible`).
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from deploy.inventory import Site
-from roles.ansible import AnsibleRole, find_ansible_role
+from deploy.inventory.model import RoleChoice
+from roles.ansible import REPO_ROLES, AnsibleRole, find_ansible_role, task_file
 from roles.base import HostContext, Role
 from roles.dashboard import DashboardRole
 from roles.jupyter import JupyterRole
@@ -51,15 +53,15 @@ def site_roles(site: Site) -> tuple[Role, ...]:
     )
 
 
-def role_list_problems(names: list[str], hosts: list[tuple[str, ...]], folder: Path, targets: set[str]) -> list[tuple[int, str]]:
+def role_list_problems(choices: tuple[RoleChoice, ...], folder: Path, targets: set[str]) -> list[tuple[int, str]]:
     """What is wrong with a ``toppipe.roles`` list, as (index, problem): unknown or doubled
     roles, toppipe's roles missing or out of order, hosts that name no host or group."""
-    import difflib
-
     problems: list[tuple[int, str]] = []
     order = list(BUILTIN)
+    names = [c.role for c in choices]
     seen: dict[str, int] = {}
-    for index, (name, on) in enumerate(zip(names, hosts)):
+    for index, choice in enumerate(choices):
+        name, on = choice.role, choice.hosts
         if name in seen:
             problems.append((index, f"role '{name}' is listed twice (first at [{seen[name]}]); list it once"))
         seen.setdefault(name, index)
@@ -89,8 +91,6 @@ def role_list_problems(names: list[str], hosts: list[tuple[str, ...]], folder: P
 
 
 def _ansible_names(folder: Path) -> list[str]:
-    from roles.ansible import REPO_ROLES, task_file
-
     return [p.name for base in (folder / "roles", REPO_ROLES) if base.is_dir() for p in base.iterdir() if task_file(p, "main")]
 
 

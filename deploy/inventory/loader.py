@@ -258,12 +258,11 @@ def _check_roles(site: Site, all_vars: tuple[Path, dict, str]) -> None:
     from roles import role_list_problems  # roles import this package: only once it is loaded
 
     file, _, prefix = all_vars
-    choices = site.settings.roles
     targets = {h.name for h in site.hosts} | {g for g, _ in site.groups}
-    problems = role_list_problems([c.role for c in choices], [c.hosts for c in choices], site.inventory.parent, targets)
+    problems = role_list_problems(site.settings.roles, site.inventory.parent, targets)
     if problems:
         index, problem = problems[0]
-        key = _join(prefix, "toppipe.roles") + (f"[{index}]" if index < len(choices) else "")
+        key = _join(prefix, "toppipe.roles") + (f"[{index}]" if index < len(site.settings.roles) else "")
         raise InventoryError(file, key, problem)
 
 
