@@ -11,23 +11,20 @@ Hosts are declared once under ``all.hosts``; groups list them by name.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import os
-import re
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from deploy.inventory import schema
+from deploy.inventory import schema, values
 from deploy.inventory.errors import InventoryError
 from deploy.inventory.model import KNOWN_GROUPS, REQUIRED_GROUPS, Host, HostVars, Settings, Site
 
 GROUP_KEYS = ("hosts", "children", "vars")
-SITE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-_HOSTVAR_TYPES = typing.get_type_hints(HostVars)
-_HOSTVAR_NAMES = set(_HOSTVAR_TYPES)
+_HOSTVAR_NAMES = set(typing.get_type_hints(HostVars))
 
 
 def load_site(path: str | Path) -> Site:
@@ -55,8 +52,9 @@ def load_site(path: str | Path) -> Site:
             raise _unknown_host(file, "", name, declared)
     settings = _settings(hosts_file, group_var_map.get("all", (hosts_file, {}, "all.vars")))
     _check_groups(hosts_file, members, declared)
+    jumps: dict[str, tuple[Path, str]] = {}  # host -> where its ProxyJump was written
     hosts = tuple(
-        _host(name, declared[name], members, group_var_map, host_vars.get(name), settings, hosts_file)
+        _host(name, declared[name], members, group_var_map, host_vars.get(name), settings, hosts_file, jumps)
         for name in declared
     )
     site = Site(
@@ -67,7 +65,10 @@ def load_site(path: str | Path) -> Site:
         groups=tuple((g, tuple(sorted(m))) for g, m in sorted(members.items())),
     )
     _check_client(site, hosts_file)
+    _check_jumps(site, jumps)
+    _check_project(site, group_var_map.get("all", (hosts_file, {}, "all.vars")))
     _check_roles(site, group_var_map.get("all", (hosts_file, {}, "all.vars")))
+    _check_reach(site, group_var_map.get("all", (hosts_file, {}, "all.vars")))
     return site
 
 
@@ -220,26 +221,21 @@ def _settings(default_file: Path, all_vars: tuple[Path, dict, str]) -> Settings:
     if isinstance(raw, dict) and isinstance(raw.get("roles"), list):
         raw = {**raw, "roles": [_role_entry(entry) for entry in raw["roles"]]}
     settings = schema.build(Settings, raw, file, root)
-    if not SITE_NAME.match(settings.site):
-        raise InventoryError(file, f"{root}.site", f"'{settings.site}' is not a site name; use lowercase letters, digits and '-'")
-    ports: dict[int, str] = {}
-    for name in ("scheduler", "dashboard", "jupyter"):
-        port = getattr(settings.ports, name)
-        if not 1 <= port <= 65535:
-            raise InventoryError(file, f"{root}.ports.{name}", f"{port} is not a TCP port; use 1-65535")
-        if port in ports:
-            raise InventoryError(
-                file, f"{root}.ports.{name}", f"port {port} is also {root}.ports.{ports[port]}; give each service its own port"
-            )
-        ports[port] = name
-    workers = settings.workers
-    if workers.per_host < 0:
-        raise InventoryError(file, f"{root}.workers.per_host", f"{workers.per_host} is negative; use 0 or more")
-    if workers.threads < 1:
-        raise InventoryError(file, f"{root}.workers.threads", f"{workers.threads} threads cannot run a worker; use 1 or more")
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", workers.memory):
-        raise InventoryError(file, f"{root}.workers.memory", f"'{workers.memory}' is not a size; write it like 2GiB or 512MiB")
+    _check_ports(settings, file, root, set((raw or {}).get("ports") or ()))
     return settings
+
+
+def _check_ports(settings: Settings, file: Path, root: str, written: set[str]) -> None:
+    """Every service its own port, the defaults included (a clash names a key the user wrote)."""
+    taken: dict[int, str] = {}
+    names = [f.name for f in dataclasses.fields(settings.ports)]
+    for name in sorted(names, key=lambda n: n in written):  # defaults first, so the key reported was written
+        port = getattr(settings.ports, name)
+        if port in taken:
+            raise InventoryError(
+                file, f"{root}.ports.{name}", f"port {port} is also {root}.ports.{taken[port]}; give each service its own port"
+            )
+        taken[port] = name
 
 
 def _role_entry(entry: Any) -> Any:
@@ -266,6 +262,30 @@ def _check_roles(site: Site, all_vars: tuple[Path, dict, str]) -> None:
         raise InventoryError(file, key, problem)
 
 
+#: The site's ports a tunnel forwards to the client's loopback (at port + ``toppipe.tunnel.offset``).
+TUNNELLED_PORTS = ("scheduler", "dashboard", "postgres", "redis")
+
+
+def _check_reach(site: Site, all_vars: tuple[Path, dict, str]) -> None:
+    """A tunnel needs a scheduler on another host; its local ends are ports clear of the client's own."""
+    file, _, prefix = all_vars
+    root = _join(prefix, "toppipe")
+    if site.settings.reach == "tunnel" and site.scheduler_host.is_local:
+        raise InventoryError(file, f"{root}.reach", "the scheduler is on this machine, so there is nothing to tunnel; write direct or leave reach out")
+    if not site.tunnelled:
+        return
+    ports, offset = site.settings.ports, site.settings.tunnel.offset
+    client = {ports.jupyter: "jupyter", ports.app: "app"}
+    for name in TUNNELLED_PORTS:
+        end = getattr(ports, name) + offset
+        if end > 65535:
+            raise InventoryError(file, f"{root}.tunnel.offset", f"{name}'s local end {end} is not a TCP port; choose an offset of at most {65535 - getattr(ports, name)}")
+        if end in client:
+            raise InventoryError(
+                file, f"{root}.tunnel.offset", f"{name}'s local end {end} is also {root}.ports.{client[end]} on this machine; choose another offset"
+            )
+
+
 def _check_groups(file: Path, members: dict[str, set[str]], declared: dict) -> None:
     if not declared:
         raise InventoryError(file, "all.hosts", "no hosts declared; declare at least one host")
@@ -280,7 +300,7 @@ def _check_groups(file: Path, members: dict[str, set[str]], declared: dict) -> N
             )
 
 
-def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Host:
+def _host(name, inline, members, group_var_map, own, settings, hosts_file, jumps) -> Host:
     groups = tuple(sorted(g for g, m in members.items() if name in m and g != "all"))
     merged: dict[str, Any] = {}
     sources: dict[str, Path] = {}
@@ -308,7 +328,7 @@ def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Ho
     extra: list[tuple[str, object]] = []
     for key, value in merged.items():
         if key in _HOSTVAR_NAMES:
-            known[key] = schema.convert(_HOSTVAR_TYPES[key], value, sources[key], _join(paths[key], key))
+            known[key] = schema.field_value(HostVars, key, value, sources[key], _join(paths[key], key))
             continue
         if key == "toppipe":
             raise InventoryError(sources[key], _join(paths[key], key), "site settings belong in group_vars/all.yml; move them there")
@@ -317,13 +337,10 @@ def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Ho
             raise schema.unknown_key_error(sources[key], paths[key], key, _HOSTVAR_NAMES)
         extra.append((key, value))
     hv = HostVars(**known)
-    if hv.toppipe_workers is not None and hv.toppipe_workers < 0:
-        key = "toppipe_workers"
-        raise InventoryError(sources[key], _join(paths[key], key), f"{hv.toppipe_workers} is negative; use 0 or more")
-    if hv.ansible_port is not None and not 1 <= hv.ansible_port <= 65535:
-        key = "ansible_port"
-        raise InventoryError(sources[key], _join(paths[key], key), f"{hv.ansible_port} is not a TCP port; use 1-65535")
-    known_hosts, jump = _ssh_options(hv.ansible_ssh_common_args, sources.get("ansible_ssh_common_args"))
+    key = "ansible_ssh_common_args"
+    known_hosts, jump = _ssh_options(hv.ansible_ssh_common_args, sources.get(key), _join(paths.get(key, ""), key))
+    if jump:
+        jumps[name] = (sources[key], _join(paths[key], key))
     local = hv.ansible_connection == "local"
     if "client" in groups and not local:
         key = "ansible_connection"
@@ -338,15 +355,15 @@ def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Ho
         connection=hv.ansible_connection,
         user=hv.ansible_user,
         port=hv.ansible_port,
-        ssh_key=_expand(hv.ansible_ssh_private_key_file),
-        known_hosts=_expand(known_hosts),
+        ssh_key=hv.ansible_ssh_private_key_file,
+        known_hosts=known_hosts,
         jump=jump,
         groups=groups,
         runtime=hv.toppipe_runtime or settings.runtime,
         workers=(hv.toppipe_workers if hv.toppipe_workers is not None else settings.workers.per_host)
         if "workers" in groups
         else 0,
-        python=hv.toppipe_python or hv.ansible_python_interpreter,
+        python=hv.toppipe_python or _interpreter(hv.ansible_python_interpreter, sources, paths),
         extra_vars=tuple(extra),
     )
 
@@ -354,8 +371,8 @@ def _host(name, inline, members, group_var_map, own, settings, hosts_file) -> Ho
 SSH_OPTIONS = ("UserKnownHostsFile", "StrictHostKeyChecking", "ProxyJump")
 
 
-def _ssh_options(args: str | None, file: Path | None) -> tuple[str | None, str | None]:
-    """The known-hosts file and jump host from ``-o Key=Value`` ssh arguments.
+def _ssh_options(args: str | None, file: Path | None, key: str) -> tuple[str | None, str | None]:
+    """The known-hosts file (checked, ``~`` expanded) and jump host from ``-o Key=Value`` ssh arguments.
 
     Only options both engines honour alike are accepted; host keys are always
     checked strictly.
@@ -367,19 +384,34 @@ def _ssh_options(args: str | None, file: Path | None) -> tuple[str | None, str |
     while words:
         word = words.pop(0)
         if word != "-o" or not words or "=" not in words[0]:
-            raise InventoryError(file, "ansible_ssh_common_args", f"cannot use '{word}'; write options as -o Key=Value ({', '.join(SSH_OPTIONS)})")
-        key, value = words.pop(0).split("=", 1)
-        if key not in SSH_OPTIONS:
-            raise InventoryError(file, "ansible_ssh_common_args", f"ssh option {key} is not supported; toppipe understands {', '.join(SSH_OPTIONS)}")
-        options[key] = value
+            raise InventoryError(file, key, f"cannot use '{word}'; write options as -o Key=Value ({', '.join(SSH_OPTIONS)})")
+        option, value = words.pop(0).split("=", 1)
+        if option not in SSH_OPTIONS:
+            raise InventoryError(file, key, f"ssh option {option} is not supported; toppipe understands {', '.join(SSH_OPTIONS)}")
+        options[option] = value
     if options.get("StrictHostKeyChecking", "yes") != "yes":
-        raise InventoryError(file, "ansible_ssh_common_args", "StrictHostKeyChecking must stay yes; add the host's key to the known-hosts file instead")
-    return options.get("UserKnownHostsFile"), options.get("ProxyJump")
+        raise InventoryError(file, key, "StrictHostKeyChecking must stay yes; add the host's key to the known-hosts file instead")
+    known_hosts = options.get("UserKnownHostsFile")
+    try:
+        if known_hosts is not None:
+            known_hosts = values.known_hosts_file(known_hosts)
+        jump = options.get("ProxyJump")
+        if jump is not None:
+            jump = ",".join(values.jump_hop(hop) for hop in jump.split(","))
+    except ValueError as exc:
+        raise InventoryError(file, key, str(exc)) from None
+    return known_hosts, jump
 
 
-def _expand(path: str | None) -> str | None:
-    """``~`` in a client-side path means the user's home, as in ssh."""
-    return os.path.expanduser(path) if path else None
+def _interpreter(value: str | None, sources: dict[str, Path], paths: dict[str, str]) -> str | None:
+    """The Python of ``ansible_python_interpreter``; None for Ansible's ``auto`` modes."""
+    if value is None or value.startswith("auto"):
+        return None
+    key = "ansible_python_interpreter"
+    try:
+        return values.remote_command(value)
+    except ValueError as exc:
+        raise InventoryError(sources[key], _join(paths[key], key), str(exc)) from None
 
 
 def _close(key: str, guess: str) -> bool:
@@ -399,3 +431,32 @@ def _check_client(site: Site, file: Path) -> None:
     for host in site.hosts:
         if not host.is_local and not host.address:
             raise InventoryError(file, f"all.hosts.{host.name}.ansible_host", "needs an address; set ansible_host")
+
+
+def _check_jumps(site: Site, where: dict[str, tuple[Path, str]]) -> None:
+    """A ProxyJump hop is an address ssh can reach: not the host itself, not an inventory name."""
+    for host in site.hosts:
+        if not host.jump:
+            continue
+        file, key = where[host.name]
+        for hop in host.jump.split(","):
+            target = hop.rpartition("@")[2].rpartition(":")[0] or hop.rpartition("@")[2]
+            if target in (host.name, host.address):
+                raise InventoryError(file, key, f"ProxyJump={hop} is {host.name} itself; jump through another host or leave ProxyJump out")
+            named = next((h for h in site.hosts if h.name == target and h.address != target), None)
+            if named is not None:
+                raise InventoryError(
+                    file, key, f"ProxyJump={hop} is an inventory name, which ssh does not know; write its address {named.address}"
+                )
+
+
+def _check_project(site: Site, all_vars: tuple[Path, dict, str]) -> None:
+    """The project folder (``paths.project``) exists on this machine."""
+    file, _, prefix = all_vars
+    project = site.project_dir
+    if not project.is_dir():
+        problem = "is not a folder" if project.exists() else "does not exist"
+        raise InventoryError(
+            file, _join(prefix, "toppipe.paths.project"),
+            f"the project folder {problem} ({project}); name your project folder, absolute or relative to the inventory folder",
+        )  # fmt: skip

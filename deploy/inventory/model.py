@@ -7,13 +7,18 @@ first: host variables > group variables > site settings > these defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from deploy.inventory import values
+
 Runtime = Literal["native", "apptainer"]
 Connection = Literal["local", "ssh"]
+#: How the client reaches the site's services: through one ssh tunnel to the scheduler host, or directly.
+Reach = Literal["tunnel", "direct"]
 
 #: Groups every site has, each with how many hosts it may hold (None: any).
 REQUIRED_GROUPS = {"client": 1, "scheduler": 1, "workers": None, "db": 1}
@@ -21,51 +26,76 @@ REQUIRED_GROUPS = {"client": 1, "scheduler": 1, "workers": None, "db": 1}
 OPTIONAL_GROUPS = {"slurm": None}
 KNOWN_GROUPS = {**REQUIRED_GROUPS, **OPTIONAL_GROUPS}
 
+#: The metadata key of a field's value rule (see :mod:`deploy.inventory.values`).
+RULE = "rule"
+
+
+def checked(rule: values.Rule, default=dataclasses.MISSING):
+    """A field whose value *rule* checks (and may make canonical) at load."""
+    return field(default=default, metadata={RULE: rule})
+
 
 @dataclass(frozen=True)
 class Ports:
-    """TCP ports of the site's services."""
+    """TCP ports of the site's services (each one distinct, checked by the loader)."""
 
-    scheduler: int = 8786
-    dashboard: int = 8787
-    jupyter: int = 8888
-    app: int = 8050  # the site dashboard (toppipe.dashboard) on the client
-    postgres: int = 5432  # the run records on the db host (apptainer sites)
-    redis: int = 6379
+    scheduler: int = checked(values.port, 8786)
+    dashboard: int = checked(values.port, 8787)
+    jupyter: int = checked(values.port, 8888)
+    app: int = checked(values.port, 8050)  # the site dashboard (toppipe.dashboard) on the client
+    postgres: int = checked(values.port, 5432)  # the run records on the db host (apptainer sites)
+    redis: int = checked(values.port, 6379)
+
+
+@dataclass(frozen=True)
+class TunnelSettings:
+    """The client's tunnel to a site reached through ssh (``reach: tunnel``).
+
+    Each forwarded service listens on the client's loopback at its site port
+    plus ``offset`` (scheduler 8786 -> 18786, dashboard 8787 -> 18787,
+    PostgreSQL 5432 -> 15432, Redis 6379 -> 16379), clear of the site's own
+    ports and of a local site's. Two tunnelled sites up at once need different
+    offsets; the loader checks that every local end is a port and none is the
+    client's Jupyter or site dashboard port.
+    """
+
+    offset: int = checked(values.at_least(0, ""), 10000)
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
     """How dask workers are started on each host of the workers group."""
 
-    per_host: int = 2
-    threads: int = 1
-    memory: str = "2GiB"
+    per_host: int = checked(values.at_least(0, ""), 2)
+    threads: int = checked(values.at_least(1, "threads cannot run a worker"), 1)
+    memory: str = checked(values.memory, "2GiB")
 
 
 @dataclass(frozen=True)
 class SlurmSettings:
     """Dask workers inside Slurm allocations (sites with a ``slurm`` group)."""
 
-    partition: str | None = None
-    account: str | None = None
-    walltime: str = "01:00:00"
-    cores: int = 1
-    memory: str = "2GiB"
-    max_jobs: int = 8
+    partition: str | None = checked(values.slurm_name, None)
+    account: str | None = checked(values.slurm_name, None)
+    walltime: str = checked(values.walltime, "01:00:00")  # made [D-]HH:MM:SS at load
+    cores: int = checked(values.at_least(1, "cores cannot run a job"), 1)
+    memory: str = checked(values.memory, "2GiB")
+    # 0 would be a Slurm site that never runs a job: leave out the slurm group instead
+    max_jobs: int = checked(values.at_least(1, "jobs would never run a worker (for none, leave out the slurm group)"), 8)
 
 
 @dataclass(frozen=True)
 class Paths:
     """Where things live. ``root`` is on each host; ``state`` on the client.
 
-    ``project`` (the user's project folder) is relative to the inventory folder.
+    ``project`` (the user's project folder, which must exist) is relative to the
+    inventory folder. ``root`` and ``shared`` are read by remote hosts: absolute.
     """
 
-    state: str | None = None
-    root: str | None = None
+    state: str | None = checked(values.state_folder, None)
+    root: str | None = checked(values.remote_folder, None)
     project: str = "../.."
-    shared: str | None = None
+    shared: str | None = checked(values.remote_folder, None)
 
 
 @dataclass(frozen=True)
@@ -82,10 +112,12 @@ class RoleChoice:
 class Settings:
     """Site-wide settings: the ``toppipe`` mapping in ``group_vars/all.yml``."""
 
-    site: str
+    site: str = checked(values.site_name)
     runtime: Runtime = "native"
-    bind: str = "127.0.0.1"
+    bind: str = checked(values.ipv4_address, "127.0.0.1")
     ports: Ports = field(default_factory=Ports)
+    reach: Reach | None = None  # unset: tunnel when the scheduler is not on the client, else direct
+    tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     paths: Paths = field(default_factory=Paths)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
@@ -96,16 +128,16 @@ class Settings:
 class HostVars:
     """The host variables toppipe understands (others pass through to Ansible)."""
 
-    ansible_host: str | None = None
-    ansible_port: int | None = None
-    ansible_user: str | None = None
+    ansible_host: str | None = checked(values.host_address, None)
+    ansible_port: int | None = checked(values.port, None)
+    ansible_user: str | None = checked(values.user_name, None)
     ansible_connection: Connection = "ssh"
-    ansible_ssh_private_key_file: str | None = None
-    ansible_ssh_common_args: str | None = None
-    ansible_python_interpreter: str | None = None
-    toppipe_workers: int | None = None
+    ansible_ssh_private_key_file: str | None = checked(values.private_key_file, None)  # read on the desktop
+    ansible_ssh_common_args: str | None = None  # -o Key=Value; checked by the loader
+    ansible_python_interpreter: str | None = None  # auto, auto_silent... or a program
+    toppipe_workers: int | None = checked(values.at_least(0, ""), None)
     toppipe_runtime: Runtime | None = None
-    toppipe_python: str | None = None
+    toppipe_python: str | None = checked(values.remote_command, None)
 
 
 @dataclass(frozen=True)
@@ -154,6 +186,12 @@ class Site:
     @property
     def scheduler_host(self) -> Host:
         return self.group("scheduler")[0]
+
+    @property
+    def tunnelled(self) -> bool:
+        """Whether the client reaches the site through its ssh tunnel (``reach``, by default when
+        the scheduler is not on the client)."""
+        return (self.settings.reach or ("direct" if self.scheduler_host.is_local else "tunnel")) == "tunnel"
 
     @property
     def client_host(self) -> Host:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from deploy.inventory.errors import InventoryError
+from deploy.inventory.model import RULE
 
 
 def nearest(word: str, choices: typing.Iterable[str]) -> str | None:
@@ -43,10 +44,28 @@ def build(cls: type, raw: Any, file: Path, path: str) -> Any:
     values = {}
     for name, field in fields.items():
         if name in raw:
-            values[name] = convert(hints[name], raw[name], file, _join(path, name))
+            values[name] = checked_value(field, hints[name], raw[name], file, _join(path, name))
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise InventoryError(file, _join(path, name), "required key is missing; add it")
     return cls(**values)
+
+
+def field_value(cls: type, name: str, value: Any, file: Path, path: str) -> Any:
+    """*value* for the field *name* of dataclass *cls*: its type, then its rule."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return checked_value(field, typing.get_type_hints(cls)[name], value, file, path)
+
+
+def checked_value(field: dataclasses.Field, hint: Any, value: Any, file: Path, path: str) -> Any:
+    """Convert *value* to *hint*, then apply the field's rule (``deploy.inventory.values``), if any."""
+    value = convert(hint, value, file, path)
+    rule = field.metadata.get(RULE)
+    if rule is None or value is None:
+        return value
+    try:
+        return rule(value)
+    except ValueError as exc:
+        raise InventoryError(file, path, str(exc)) from None
 
 
 def convert(hint: Any, value: Any, file: Path, path: str) -> Any:
@@ -86,7 +105,8 @@ def convert(hint: Any, value: Any, file: Path, path: str) -> Any:
         return value
     if hint is str:
         if not isinstance(value, str) or not value:
-            raise InventoryError(file, path, f"expected a non-empty string, got {_describe(value)}")
+            quote = "; put it in quotes (YAML reads 30 or 1:30:00 as a number)" if type(value) in (int, float) else ""
+            raise InventoryError(file, path, f"expected a non-empty string, got {_describe(value)}{quote}")
         return value
     raise TypeError(f"schema type {hint!r} is not supported")  # a bug in our schema, not user input
 

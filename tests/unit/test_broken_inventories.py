@@ -36,6 +36,9 @@ SUBPROCESS_CASES = (
     "client-not-local-in-host-vars",
     "settings-in-empty-group-vars",
     "multiline-runtime",
+    "missing-key-file",
+    "relative-key-file",
+    "walltime-unquoted",
 )
 
 
