@@ -104,6 +104,10 @@ def cmd_up(site: Site, args) -> int:
             code, error = EXIT_FAILED, f"health checks: {checked.summary()}"
     if not report.ok:
         error = f"site {site.name} did not converge; the summary above says where and why, and the next up retries"
+    if report.refused:
+        kept = ", ".join(f"{r.action.host} {r.action.resource.spec.name}" for r in report.refused)
+        refused = f"the new definition of {kept} was refused and the previous one still runs; fix the change the summary names, then run up again"
+        error = f"site {site.name}: {refused}" if not (report.failed or report.unreachable) else f"{error}; {refused}"
     journal.finish(code, report, error)
     if report.ok:
         _how_to_connect(site, result.connection)

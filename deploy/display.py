@@ -8,7 +8,7 @@ import time
 from deploy.engine import ActionResult, Outcome, RunReport
 from deploy.runtime import ServiceState
 
-_MARKS = {Outcome.CHANGED: "changed", Outcome.UNCHANGED: "ok", Outcome.FAILED: "FAILED", Outcome.SKIPPED: "skipped"}
+_MARKS = {Outcome.CHANGED: "changed", Outcome.UNCHANGED: "ok", Outcome.FAILED: "FAILED", Outcome.SKIPPED: "skipped", Outcome.REFUSED: "REFUSED"}
 
 
 def out(line: str = "") -> None:
@@ -30,7 +30,7 @@ class ProgressPrinter:
         action = result.action
         line = f"  [{time.monotonic() - self.started:5.1f}s] {action.host:<12} {action.role:<10} {action.resource.describe():<48} {_MARKS[result.outcome]}"
         out(line)
-        if result.outcome is Outcome.FAILED and result.message:
+        if result.outcome in (Outcome.FAILED, Outcome.REFUSED) and result.message:
             out(f"      {result.message}")
 
 
@@ -40,12 +40,14 @@ def summary(report: RunReport, seconds: float) -> None:
     out(f"{'host':<14}{'changed':>9}{'unchanged':>11}{'failed':>8}{'skipped':>9}")
     for host in sorted(rows):
         row = rows[host]
-        out(f"{host:<14}{row[Outcome.CHANGED]:>9}{row[Outcome.UNCHANGED]:>11}{row[Outcome.FAILED]:>8}{row[Outcome.SKIPPED]:>9}")
+        out(f"{host:<14}{row[Outcome.CHANGED]:>9}{row[Outcome.UNCHANGED]:>11}{row[Outcome.FAILED] + row[Outcome.REFUSED]:>8}{row[Outcome.SKIPPED]:>9}")
     for host, why in sorted(report.unreachable.items()):
         out(f"{host:<14}  unreachable: {why}")
     for result in report.failed:
         action = result.action
         out(f"failed: {action.host} {action.role}: {action.resource.describe()}: {result.message}")
+    for result in report.refused:  # one line per service whose new definition was refused
+        out(f"refused: {result.action.host} {result.action.resource.spec.name}: {result.message}")
     changes = len(report.changed)
     verdict = "no changes" if changes == 0 else f"{changes} change{'s' * (changes != 1)}"
     if report.ok:
@@ -54,6 +56,8 @@ def summary(report: RunReport, seconds: float) -> None:
     problems = [f"{len(report.unreachable)} host(s) unreachable ({', '.join(sorted(report.unreachable))})"] if report.unreachable else []
     if report.failed:
         problems.append(f"{len(report.failed)} action(s) failed")
+    if report.refused:
+        problems.append(f"{len(report.refused)} service change(s) refused, the previous definition still running")
     out(f"NOT converged: {'; '.join(problems)}; {verdict} elsewhere, in {seconds:.1f} s")
 
 

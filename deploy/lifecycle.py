@@ -23,6 +23,7 @@ from deploy.runtime import ServiceState, get_runtime
 from deploy.state import SiteFiles, site_files, write_connection
 from roles import HostContext, site_roles
 from roles.base import IMAGE_PYTHON
+from roles import tunnel
 from roles.records import records_url
 
 
@@ -191,6 +192,8 @@ def services(site: Site, ctxs: dict[str, HostContext]) -> list[tuple[str, Servic
 
 
 def _port_key(site: Site, port: int) -> str:
+    if port in {f.local for f in tunnel.forwards(site)} and site.tunnelled:
+        return "toppipe.tunnel.offset"
     for field in fields(site.settings.ports):
         if getattr(site.settings.ports, field.name) == port:
             return f"toppipe.ports.{field.name}"
@@ -217,21 +220,31 @@ class UpResult:
 
 
 def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
+    """What sessions read: the addresses the client reaches (the tunnel's local ends on a
+    tunnelled site), its TLS files, the services, and provenance of the deployment."""
     settings = site.settings
     ctx = ctxs[site.scheduler_host.name]
     client = site.state_dir
     workers = site.group("workers")
+    scheduler, dashboard = ctx.scheduler_address, f"http://{settings.bind}:{settings.ports.dashboard}/status"
+    records = records_url(ctxs[site.client_host.name], ctxs[site.group("db")[0].name])
+    if site.tunnelled:
+        ends = {f.name: f.local for f in tunnel.forwards(site)}
+        scheduler, dashboard = f"tls://{tunnel.LOOPBACK}:{ends['scheduler']}", f"http://{tunnel.LOOPBACK}:{ends['dashboard']}/status"
+        if "postgres" in ends:
+            records = records_url(ctxs[site.client_host.name], through=tunnel.LOOPBACK, port=ends["postgres"])
     record = {
         "inventory": str(site.inventory.parent.resolve()),
-        "scheduler": ctx.scheduler_address,
-        "dashboard": f"http://{settings.bind}:{settings.ports.dashboard}/status",
+        "reach": "tunnel" if site.tunnelled else "direct",
+        "scheduler": scheduler,
+        "dashboard": dashboard,
         "jupyter": f"http://{settings.bind}:{settings.ports.jupyter}/lab",
         "jupyter_token_file": str(client / "secrets" / "jupyter_token"),
         "app": f"http://{settings.bind}:{settings.ports.app}/",
         "app_token_file": str(client / "secrets" / "dashboard_token"),
         "tls": {"ca": str(client / "tls/ca.pem"), "cert": str(client / "tls/client.pem"), "key": str(client / "tls/client.key")},
-        "records": records_url(ctxs[site.group("client")[0].name], ctxs[site.group("db")[0].name]),
-        "services": [{"host": host, "name": spec.name, "ports": spec.ports} for host, spec in services(site, ctxs)],
+        "records": records,
+        "services": [{"host": host, "name": spec.name, "ports": tunnel.client_ports(site, host, spec.ports)} for host, spec in services(site, ctxs)],
         "hosts": {h.name: h.address for h in site.hosts},
         # pipeline runs: where workers keep results and find the user's project, and provenance
         "results": results_folder(site, ctxs),
@@ -239,6 +252,8 @@ def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
         "project_local": str(site.project_dir),
         "images": {name: images.digest(name) for names in images_used(site, ctxs).values() for name in names},
     }
+    if site.tunnelled:
+        record["tunnel"] = {f.name: f"{tunnel.LOOPBACK}:{f.local} -> {f.remote}:{f.port}" for f in tunnel.forwards(site)}
     record["deployment"] = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return record
 

@@ -89,6 +89,13 @@ class ServiceSpec:
     in its environment before its processes are signalled. ``runtime`` names
     a runtime for this service other than its host's (the dashboard runs
     natively beside ``deploy``, whose actions it performs).
+
+    A changed definition replaces the running one only when it can start:
+    ``check_argv``, run first in the service's environment (its image, binds
+    and variables), must exit 0 (the agent parsing its new configuration);
+    then, if the new definition does not start, the last one that did runs
+    again, with its copies of ``files`` (the configuration files it reads at
+    start) put back. Neither is part of the digest: they change no process.
     """
 
     site: str
@@ -104,6 +111,8 @@ class ServiceSpec:
     binds: tuple[str, ...] = ()
     stop_argv: tuple[str, ...] = ()
     runtime: str | None = None
+    check_argv: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
 
     @property
     def marker(self) -> str:
@@ -113,6 +122,7 @@ class ServiceSpec:
     def digest(self) -> str:
         """Changes whenever a restart is needed to apply this spec."""
         fields = asdict(self)
+        del fields["check_argv"], fields["files"]  # what is checked and kept, not what runs
         for key in ("image", "binds", "stop_argv", "runtime"):  # left out when unset, so that the digests of
             if not fields[key]:  # specs without a container stay what they were
                 del fields[key]

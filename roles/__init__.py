@@ -23,6 +23,7 @@ from roles.records import RecordsRole
 from roles.redis import RedisRole
 from roles.scheduler import SchedulerRole
 from roles.site import SiteRole
+from roles.tunnel import TunnelRole
 from roles.workers import WorkersRole
 
 #: toppipe's own roles: ``up`` applies them in this order; ``down`` stops them in reverse.
@@ -37,6 +38,7 @@ ROLES: tuple[Role, ...] = (
     JupyterRole(),
     LsyncdRole(),
     DashboardRole(),
+    TunnelRole(),
 )
 BUILTIN = {role.name: role for role in ROLES}
 

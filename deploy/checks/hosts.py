@@ -17,6 +17,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import testinfra
 
@@ -83,13 +84,18 @@ def ssh_hostspec(host: Host) -> str:
     return f"ssh://{user}{address}" + (f":{host.port}" if host.port else "")
 
 
-def ssh_options(host: Host, control_path: str) -> dict:
-    """testinfra ``SshBackend`` arguments: the inventory's key and known hosts, checked strictly, never a prompt."""
+def ssh_options(host: Host, control_path: str, ssh_config: Path | None = None) -> dict:
+    """testinfra ``SshBackend`` arguments: the inventory's key and known hosts, checked strictly, never a prompt.
+
+    *ssh_config* (:func:`deploy.inventory.jumps.ssh_config`) gives a jumped host's hops their inventory settings.
+    """
     extra = ["-o StrictHostKeyChecking=yes", "-o BatchMode=yes", "-o LogLevel=ERROR"]
     if host.known_hosts:
         extra.append(f"-o UserKnownHostsFile={shlex.quote(host.known_hosts)}")
     if host.jump:
         extra.append(f"-o ProxyJump={shlex.quote(host.jump)}")
+        if ssh_config:
+            extra.append(f"-F {shlex.quote(str(ssh_config))}")
     return {
         "ssh_identity_file": host.ssh_key,
         "ssh_extra_args": " ".join(extra),
@@ -107,17 +113,17 @@ def _why(stderr: str, fallback: str) -> str:
 class Connections:
     """testinfra hosts of a site by name; use as a context manager to close the ssh masters."""
 
-    def __init__(self, hosts: Iterable[Host]):
+    def __init__(self, hosts: Iterable[Host], ssh_config: Path | None = None):
         self._control_dir = tempfile.mkdtemp(prefix="toppipe-ssh-")
         self._hosts = {}
-        self._masters: list[tuple[str, str]] = []
+        self._masters: dict[str, tuple[str, str]] = {}  # host name -> (control path, address)
         for index, host in enumerate(hosts):
             if host.is_local:
                 self._hosts[host.name] = testinfra.get_host("local://")
                 continue
             path = f"{self._control_dir}/{index}"
-            self._hosts[host.name] = testinfra.get_host(ssh_hostspec(host), **ssh_options(host, path))
-            self._masters.append((path, host.address))
+            self._hosts[host.name] = testinfra.get_host(ssh_hostspec(host), **ssh_options(host, path, ssh_config))
+            self._masters[host.name] = (path, host.address)
 
     def batch(self, host: str, sections: dict[str, str], token: str) -> dict[str, Section]:
         """Run *sections* on *host* in one round trip; raises :class:`Unreachable`."""
@@ -130,8 +136,16 @@ class Connections:
             raise Unreachable(_why(result.stderr, f"exit {result.rc} and no output"))
         return parse_batch(result.stdout, list(sections), token)
 
+    def forward_argv(self, host: str, address: str, port: int) -> list[str]:
+        """ssh's stdio forward to *address*:*port* made by *host*, over its master connection
+        (opened by a :meth:`batch` on it first)."""
+        from distributed.comm.addressing import unparse_host_port
+
+        path, destination = self._masters[host]
+        return ["ssh", "-o", f"ControlPath={path}", "-o", "ControlMaster=no", "-W", unparse_host_port(address, port), destination]
+
     def close(self) -> None:
-        for path, address in self._masters:
+        for path, address in self._masters.values():
             if not os.path.exists(path):
                 continue
             subprocess.run(

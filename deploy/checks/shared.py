@@ -1,7 +1,7 @@
-"""A shared folder (``paths.shared``) must be one filesystem for the workers and the client.
+"""A shared folder (``paths.shared``) must be one filesystem for the workers.
 
 Each worker host writes a file named for itself and this run; every other
-worker host and the client read it back; then each writer removes its file.
+worker host reads it back; then each writer removes its file.
 """
 
 from __future__ import annotations

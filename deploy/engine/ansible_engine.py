@@ -28,10 +28,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import ansible_runner
+import ansible_runner.interface
 
 from deploy.engine.base import ActionResult, Engine, Outcome, Progress, RunReport, in_turn
 from deploy.files import private_dir, write_private
-from deploy.inventory import Site
+from deploy.inventory import Site, jumps
 from deploy.resources import Action, AnsibleTask, AnsibleTasks, ServiceSpec
 from deploy.runtime import ServiceState, get_runtime, runtime_for
 
@@ -103,6 +104,8 @@ def _host_vars(site: Site, actions: Iterable[Action]) -> dict:
         host = site.host(action.host)
         if host.is_local and not host.python:
             found.setdefault("ansible_python_interpreter", sys.executable)
+        if host.jump:  # the hop's user, key and known hosts (ProxyJump alone would use ssh's defaults)
+            found["ansible_ssh_extra_args"] = f"-F {shlex.quote(str(jumps.ssh_config(site)))}"
     return {"all": {"hosts": hosts}}
 
 
@@ -201,7 +204,7 @@ class AnsibleEngine(Engine):
                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             }
-            runner = ansible_runner.run(
+            runner = ansible_runner.interface.init_runner(
                 private_data_dir=str(private),
                 playbook=playbook,
                 inventory=[str(site.inventory.parent.resolve()), str(private / "hosts.yml")],
@@ -210,6 +213,10 @@ class AnsibleEngine(Engine):
                 quiet=True,
                 event_handler=events,
             )
+            # Under `python -m deploy` gevent reaps every child on SIGCHLD; pexpect (the
+            # default) then loses ansible-playbook's exit status. A plain Popen does not.
+            runner.runner_mode = "subprocess"
+            runner.run()
             output = runner.stdout.read() if runner.stdout else ""
             return runner.status, runner.rc, output
         finally:

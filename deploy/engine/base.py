@@ -17,6 +17,7 @@ class Outcome(enum.Enum):
     UNCHANGED = "unchanged"
     FAILED = "failed"
     SKIPPED = "skipped"  # the host failed earlier or could not be reached
+    REFUSED = "refused"  # a service's new definition could not start: the previous one runs on
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class RunReport:
     @property
     def failed(self) -> list[ActionResult]:
         return [r for r in self.results if r.outcome is Outcome.FAILED]
+
+    @property
+    def refused(self) -> list[ActionResult]:
+        return [r for r in self.results if r.outcome is Outcome.REFUSED]
 
     @property
     def changed(self) -> list[ActionResult]:

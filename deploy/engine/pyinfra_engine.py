@@ -12,25 +12,29 @@ import io
 import logging
 import posixpath
 import shlex
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from pyinfra.api import Config, FactBase, Inventory, State, operation
-from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.connect import disconnect_all
+from paramiko import AuthenticationException, BadHostKeyException, SSHException
+from pyinfra.api.exceptions import ConnectError, PyinfraError
 from pyinfra.api.operation import add_op
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.operations import files
 
 from deploy.engine.base import FAILED_EARLIER, ActionResult, Engine, Outcome, Progress, RunReport
-from deploy.files import write_private
-from deploy.inventory import Host, Site
+from deploy.inventory import Host, Site, jumps
 from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec, Upload
-from deploy.runtime import ServiceState, get_runtime, runtime_for
+from deploy.runtime import ServiceState, Step, get_runtime, next_step, refusal, runtime_for
 
 for _noisy in ("pyinfra", "paramiko"):
     logging.getLogger(_noisy).setLevel(logging.CRITICAL)
+
+#: Seconds to wait for a host's ssh to answer (the Ansible engine waits as long).
+CONNECT_TIMEOUT = 10
 
 
 def _bash(script: str) -> str:
@@ -138,15 +142,13 @@ def _absent(path: str) -> Iterator[str]:
 
 
 @operation(is_idempotent=True)
-def _service(spec_status: str, start: str, stop: str, digest: str, running: bool) -> Iterator[str]:
+def _service(spec_status: str, commands: dict[Step, str], digest: str, running: bool) -> Iterator[str]:
+    """Start, keep (remember as the fallback) or stop a service, judged from its status."""
     from pyinfra import host
 
-    state = ServiceState.parse(host.get_fact(ShellOutput, script=spec_status))
-    if running:
-        if not state.answering or state.digest != digest:
-            yield _bash(start)
-    elif state.running:
-        yield _bash(stop)
+    step = next_step(ServiceState.parse(host.get_fact(ShellOutput, script=spec_status)), digest, running)
+    if step is not Step.NOTHING:
+        yield _bash(commands[step])
 
 
 def _result(action: Action, meta) -> ActionResult:
@@ -157,17 +159,9 @@ def _result(action: Action, meta) -> ActionResult:
         lines = [line for line in (meta.stderr or meta.stdout).strip().splitlines() if line.strip()]
         shown = lines[:1] + lines[-2:] if len(lines) > 3 else lines
         return ActionResult(action, Outcome.FAILED, " / ".join(shown) or "failed with no output")
+    if isinstance(action.resource, Service) and (why := refusal(meta.stdout)):
+        return ActionResult(action, Outcome.REFUSED, why)
     return ActionResult(action, Outcome.CHANGED if meta.did_change() else Outcome.UNCHANGED)
-
-
-class _ConnectErrors(BaseStateCallback):
-    """Keeps why each host could not be reached (pyinfra only logs it)."""
-
-    def __init__(self) -> None:
-        self.reasons: dict[str, str] = {}
-
-    def host_connect_error(self, state: State, host, error) -> None:
-        self.reasons[host.name] = str(error.args[0] if error.args else error).strip()
 
 
 class _Progress(BaseStateCallback):
@@ -199,12 +193,62 @@ class _Progress(BaseStateCallback):
         return result
 
 
-def _jump_config(site: Site) -> Path:
-    """An ssh config naming each host's jump host, which pyinfra's ssh client honours."""
-    lines = [f"Host {h.address}\n    ProxyJump {h.jump}\n" for h in site.hosts if h.jump]
-    path = site.state_dir / "ssh_config"
-    write_private(path, "".join(lines))
-    return path
+def connect_each(state: State) -> dict[object, BaseException]:
+    """Connect to every host of *state* side by side; the error of each host that failed.
+
+    pyinfra's ``connect_all`` re-raises the first error that is not a ``ConnectError``
+    (a missing or unreadable key file) from inside the ssh connector: gevent prints its
+    traceback and the hosts after it are never activated. Here each error stays with its host.
+    """
+    import gevent
+
+    failures: dict[object, BaseException] = {}
+
+    def connect(host) -> None:
+        try:
+            host.connect(show_errors=False, raise_exceptions=True)
+        except Exception as error:  # noqa: BLE001 - whatever the ssh stack raised, it is this host's reason
+            failures[host] = error
+
+    gevent.joinall([state.pool.spawn(connect, host) for host in state.inventory])
+    for host in state.inventory:
+        if host.connected:
+            state.activate_host(host)
+    return failures
+
+
+def why_unreachable(host: Host, error: BaseException | None) -> str:
+    """One line: why ssh could not reach *host*, and what to change."""
+    where = f"{host.address}:{host.port or 22}"
+    cause = error.__context__ if isinstance(error, ConnectError) and error.__context__ else error
+    text = " ".join(str(cause or "no reason given").split())
+    key, known = host.ssh_key or "the ssh key", host.known_hosts or "~/.ssh/known_hosts"
+    if isinstance(error, PyinfraError) and not isinstance(error, ConnectError):  # pyinfra reading the key file
+        if "No such private key file" in text:
+            return f"cannot connect: the ssh key file {key} is missing; fix ansible_ssh_private_key_file"
+        if "is encrypted" in text:
+            return f"cannot connect: the ssh key {key} needs a passphrase, which deploy cannot ask for; use a key without one"
+        if "Invalid private key" in text or "Invalid key" in text:
+            return f"cannot connect: {key} is not a private key ssh can read; point ansible_ssh_private_key_file at your private key"
+    if isinstance(cause, BadHostKeyException) or "does not match" in text:
+        return (f"cannot connect: {host.address} shows another host key than {known} holds; if the host was reinstalled, "
+                f"ssh-keygen -f {known} -R {host.address} and add its new key, else someone may be in between")  # fmt: skip
+    if "No host key for" in text and host.known_hosts and not Path(host.known_hosts).is_file():
+        return f"cannot connect: the known-hosts file {known} is missing; fix UserKnownHostsFile in ansible_ssh_common_args"
+    if "No host key for" in text:
+        return f"cannot connect: {known} has no host key for {host.address}; add it (ssh-keyscan, after checking its fingerprint)"
+    if isinstance(cause, AuthenticationException):
+        user = host.user or "the ssh user"
+        return f"cannot connect: {user}@{where} refused the key {key}; add its .pub to authorized_keys there, or fix ansible_user"
+    if isinstance(cause, socket.gaierror):
+        return f"cannot connect: no host is called {host.address} ({text}); fix ansible_host"
+    if isinstance(cause, (TimeoutError, socket.timeout)) or "timed out" in text:
+        return f"cannot connect: no answer from {where} within {CONNECT_TIMEOUT} s; is the host up and ansible_host right?"
+    if isinstance(cause, OSError):
+        return f"cannot connect: nothing accepts ssh at {where} ({text}); is sshd running there, and ansible_host/ansible_port right?"
+    if isinstance(cause, (SSHException, EOFError)):
+        return f"cannot connect: ssh with {where} failed ({text}); is it an ssh server?"
+    return f"cannot connect: {text}"
 
 
 class PyinfraEngine(Engine):
@@ -246,7 +290,7 @@ class PyinfraEngine(Engine):
                 data["ssh_known_hosts_file"] = host.known_hosts
             data["ssh_strict_host_key_checking"] = "yes"
             if host.jump:
-                data["ssh_config_file"] = str(_jump_config(site))
+                data["ssh_config_file"] = str(jumps.ssh_config(site))
             names.append((host.name, data))
         return Inventory((names, {}))
 
@@ -257,20 +301,15 @@ class PyinfraEngine(Engine):
             state, by_name = self._connected[site.name]
             state.check_for_changes = check_for_changes
             return state, by_name, dict(unreachable)
-        state = State(self._inventory(site, skip=unreachable), Config(CONNECT_TIMEOUT=10, FAIL_PERCENT=100), check_for_changes=check_for_changes)
-        errors = _ConnectErrors()
-        state.add_callback_handler(errors)
-        try:
-            connect_all(state)
-        except PyinfraError:
-            pass  # no host answered: each is reported below with its reason
+        state = State(self._inventory(site, skip=unreachable), Config(CONNECT_TIMEOUT=CONNECT_TIMEOUT, FAIL_PERCENT=100), check_for_changes=check_for_changes)
+        failures = connect_each(state)
         by_name = {}
         for host in state.inventory:
             name = host.data.get("toppipe_host")
             if host in state.activated_hosts:
                 by_name[name] = host
             else:
-                unreachable[name] = f"cannot connect: {errors.reasons.get(host.name, 'no reason given')}"
+                unreachable[name] = why_unreachable(site.host(name), failures.get(host))
         self._connected[site.name] = (state, by_name)
         return state, by_name, dict(unreachable)
 
@@ -301,9 +340,11 @@ class PyinfraEngine(Engine):
         elif isinstance(resource, Service):
             spec = resource.spec
             runtime = runtime_for(site_host, spec)
+            commands = {Step.START: runtime.start_command(spec), Step.KEEP: runtime.keep_command(spec),
+                        Step.STOP: runtime.stop_command(spec)}  # fmt: skip
             result = add_op(
-                state, _service, spec_status=runtime.status_command(spec), start=runtime.start_command(spec),
-                stop=runtime.stop_command(spec), digest=spec.digest(), running=resource.running, **kwargs,
+                state, _service, spec_status=runtime.status_command(spec), commands=commands,
+                digest=spec.digest(), running=resource.running, **kwargs,
             )  # fmt: skip
         else:
             raise TypeError(f"no pyinfra translation for {resource!r}")

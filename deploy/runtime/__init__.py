@@ -2,7 +2,7 @@
 
 from deploy import UserError
 from deploy.runtime.apptainer import ApptainerRuntime, Instance, parse_instance_list
-from deploy.runtime.base import Runtime, ServiceState, State
+from deploy.runtime.base import Runtime, ServiceState, State, Step, next_step, refusal
 from deploy.runtime.native import NativeRuntime
 
 _RUNTIMES: dict[str, type[Runtime]] = {"native": NativeRuntime, "apptainer": ApptainerRuntime}
@@ -23,4 +23,4 @@ def runtime_for(host, spec) -> Runtime:
     return get_runtime(spec.runtime or host.runtime)
 
 
-__all__ = ["runtime_for", "ApptainerRuntime", "Instance", "NativeRuntime", "parse_instance_list", "Runtime", "ServiceState", "State", "get_runtime"]
+__all__ = ["runtime_for", "ApptainerRuntime", "Instance", "NativeRuntime", "parse_instance_list", "Runtime", "ServiceState", "State", "Step", "get_runtime", "next_step", "refusal"]

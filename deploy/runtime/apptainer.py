@@ -117,6 +117,19 @@ def _clean_shutdown(spec: ServiceSpec) -> str:
     return f'[ -n "$(instance_names "$inst")" ] && "$app" -s exec instance://"$inst" {argv} </dev/null >/dev/null 2>&1 || true'
 
 
+def _options(spec: ServiceSpec, marked: bool) -> str:
+    """``--cleanenv`` and the service's variables (and marker) as apptainer options."""
+    options = ["--cleanenv"] + ([f"--env {q('TOPPIPE_SERVICE=' + spec.marker)}"] if marked else [])
+    options += [f"--env {q(f'{k}={v}')}" for k, v in spec.env]
+    if spec.env_file:
+        options.append(f"--env-file {q(spec.env_file)}")
+    return " ".join(options)
+
+
+def _binds(spec: ServiceSpec) -> str:
+    return " ".join(f"--bind {q(b)}" for b in spec.binds)
+
+
 def instance_name(site: str, service: str) -> str:
     """The instance name of *service* of *site*: ``<site>.<service>``, in apptainer's characters.
 
@@ -199,23 +212,29 @@ if [ -n "$pid" ] && grep -qzxF {marker} /proc/$pid/environ 2>/dev/null && instan
   state=running
 fi
 started=$(stat -c %Y "$d/pid" 2>/dev/null || true)
-out="state=$state pid=$pid digest=$(cat "$d/digest" 2>/dev/null || true) started=$started"
+out="state=$state pid=$pid digest=$(cat "$d/digest" 2>/dev/null || true) started=$started kept=$(cat "$d/good/digest" 2>/dev/null || true)"
 {probe_ports(probe_list(spec.ports))}
 echo "$out"
 """
 
-    def start_command(self, spec: ServiceSpec) -> str:
+    def check_command(self, spec: ServiceSpec) -> str:
+        """``spec.check_argv`` in a fresh container of the new image (not the running instance), unmarked."""
+        if not spec.image:
+            return f"echo {q(spec.name + ': no image to check')} >&2; exit 1"
+        argv = " ".join(q(a) for a in spec.check_argv)
+        return f"""{FIND_APPTAINER}
+[ -n "$app" ] || {{ echo "neither apptainer nor singularity is installed on $(hostname)" >&2; exit 1; }}
+cd {q(spec.workdir)} || exit 1
+exec "$app" -s exec {_options(spec, marked=False)} {_binds(spec)} --pwd {q(spec.workdir)} {q(spec.image)} {argv}"""
+
+    def launch_command(self, spec: ServiceSpec) -> str:
         if not spec.image:  # fails where it runs, with the reason, so that plans and `down` still work
             why = f"{spec.name}: no image to run; the apptainer runtime needs the service's image (ServiceSpec.image)"
             return f"echo {q(why)} >&2; exit 1\n"
         image = spec.image
         marker = q("TOPPIPE_SERVICE=" + spec.marker)
-        options = ["--cleanenv", f"--env {marker}"]
-        options += [f"--env {q(f'{k}={v}')}" for k, v in spec.env]
-        if spec.env_file:
-            options.append(f"--env-file {q(spec.env_file)}")
-        opts = " ".join(options)
-        binds = " ".join(f"--bind {q(b)}" for b in spec.binds)
+        opts = _options(spec, marked=True)
+        binds = _binds(spec)
         pwd = f"--pwd {q(spec.workdir)}"
         argv = " ".join(q(a) for a in spec.argv)
         probes = probe_list(spec.ports)

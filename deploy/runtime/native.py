@@ -24,6 +24,14 @@ def _clean_shutdown(spec: ServiceSpec) -> str:
     return f"( cd {_q(spec.workdir)} && env {env} {' '.join(_q(a) for a in spec.stop_argv)} ) </dev/null >/dev/null 2>&1 || true"
 
 
+def _environment(spec: ServiceSpec, marked: bool = False) -> str:
+    """Bash that reads the service's env file and execs ``env`` with its variables (and its marker)."""
+    source = f"set -a; . {_q(spec.env_file)}; set +a; " if spec.env_file else ""
+    marker = f"TOPPIPE_SERVICE={_q(spec.marker)} " if marked else ""
+    env = "".join(f"{k}={_q(v)} " for k, v in spec.env)
+    return f"{source}exec env {marker}{env}"
+
+
 class NativeRuntime(Runtime):
     """Runs a service as a detached process group from the host's environment."""
 
@@ -39,14 +47,15 @@ if [ -n "$pid" ] && grep -qzxF {_q('TOPPIPE_SERVICE=' + spec.marker)} /proc/$pid
   state=running
 fi
 started=$(stat -c %Y "$d/pid" 2>/dev/null || true)
-out="state=$state pid=$pid digest=$(cat "$d/digest" 2>/dev/null || true) started=$started"
+out="state=$state pid=$pid digest=$(cat "$d/digest" 2>/dev/null || true) started=$started kept=$(cat "$d/good/digest" 2>/dev/null || true)"
 {probe_ports(probes)}
 echo "$out"
 """
 
-    def start_command(self, spec: ServiceSpec) -> str:
-        env = " ".join(f"{k}={_q(v)}" for k, v in spec.env)
-        source = f"set -a; . {_q(spec.env_file)}; set +a; " if spec.env_file else ""
+    def check_command(self, spec: ServiceSpec) -> str:
+        return f"cd {_q(spec.workdir)} || exit 1; {_environment(spec)}{' '.join(_q(a) for a in spec.check_argv)}"
+
+    def launch_command(self, spec: ServiceSpec) -> str:
         argv = " ".join(_q(a) for a in spec.argv)
         probes = probe_list(spec.ports)
         return f"""set -u
@@ -58,7 +67,7 @@ rm -f "$d/pid" "$d/digest"
 cd {_q(spec.workdir)}
 log="$d/log"; touch "$log"; chmod 600 "$log"
 echo "--- $(date -u +%FT%TZ) starting {spec.name}" >> "$log"
-( {source}exec env TOPPIPE_SERVICE={_q(spec.marker)} {env} setsid {argv} ) </dev/null >>"$log" 2>&1 &
+( {_environment(spec, marked=True)}setsid {argv} ) </dev/null >>"$log" 2>&1 &
 pid=$!
 echo "$pid" > "$d/pid"; echo {_q(spec.digest())} > "$d/digest"
 {wait_until_ready(spec.name, probes, spec.start_timeout, on_timeout=_kill_marked(spec.marker, fixed=True) + chr(10) + 'rm -f "$d/pid" "$d/digest"')}"""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shlex
 
+from deploy.resources import ServiceSpec
+
 STOP_GRACE_SECONDS = 10
 
 
@@ -65,10 +67,12 @@ def wait_until_ready(
     or when *timeout* passes (after *on_timeout*, which stops what started:
     a failed start leaves nothing running). *each_step* runs every round;
     *guard* (a bash test followed by ``&&``) must also hold before the
-    service counts as up.
+    service counts as up; one without ports must have been up for five rounds
+    past *guard* (about a second), so that a failure at start is seen.
     """
     steps = int(timeout * 5)
-    return f"""for step in $(seq 1 {steps}); do
+    return f"""settled=0  # rounds a service without ports has been seen alive (and past *guard*)
+for step in $(seq 1 {steps}); do
   if ! kill -0 "$pid" 2>/dev/null; then
     {on_exit + "; " if on_exit else ""}echo "{name} exited while starting; last lines of $log:" >&2; tail -n 15 "$log" >&2; exit 1
   fi{chr(10) + each_step if each_step else ""}
@@ -76,11 +80,97 @@ def wait_until_ready(
   if {guard}[ "$ready" = 1 ] && [ -n "{probes}" ]; then
     sleep 0.3; kill -0 "$pid" 2>/dev/null && exit 0  # still alive once its ports answer
   fi
-  {guard}[ -z "{probes}" ] && [ "$step" -ge 5 ] && exit 0
+  if [ -z "{probes}" ]; then
+    {guard}settled=$((settled + 1)); [ "$settled" -ge 5 ] && exit 0
+  fi
   sleep 0.2
 done
 {on_timeout}
 echo "{name} did not answer on {probes or 'its ports'} within {timeout:.0f} s, so it was stopped; last lines of $log:" >&2
 tail -n 15 "$log" >&2
 exit 1
+"""
+
+
+#: The delimiter of the here-document that carries a launch script.
+_LAUNCH_END = "TOPPIPE_LAUNCH_END"
+
+
+def _last_line(var: str) -> str:
+    """Bash: the last non-blank line of ``$var``."""
+    return f"""$(printf '%s\\n' "${var}" | grep -v '^[[:space:]]*$' | tail -n 1)"""
+
+
+def _kept_definition(spec: ServiceSpec, launch: str) -> str:
+    """Bash defining ``write_next`` (the launch script to ``$d/next.sh``), ``keep_next`` (make it
+    the kept definition in ``$d/good``, with copies of ``spec.files``) and ``restore_files``."""
+    save = "\n".join(f'  [ -f {q(p)} ] && cp -p {q(p)} "$d/good.new/files/{i}"' for i, p in enumerate(spec.files))
+    back = "\n".join(f'  [ -f "$d/good/files/{i}" ] && cp -p "$d/good/files/{i}" {q(p)}' for i, p in enumerate(spec.files))
+    return f"""d={q(spec.rundir)}
+mkdir -p "$d" && chmod 700 "$d"
+write_next() {{
+cat > "$d/next.sh" <<'{_LAUNCH_END}'
+{launch}
+{_LAUNCH_END}
+}}
+keep_next() {{  # the definition that just started is the one to fall back on from now
+  rm -rf "$d/good.new" && mkdir -p "$d/good.new/files" && mv "$d/next.sh" "$d/good.new/start.sh"
+{save or '  :'}
+  echo {q(spec.digest())} > "$d/good.new/digest" && rm -rf "$d/good" && mv "$d/good.new" "$d/good"
+}}
+restore_files() {{  # the configuration files the kept definition started with
+  [ -f "$d/good/digest" ] || return 0
+{back or '  :'}
+  return 0
+}}"""
+
+
+def keep_running(spec: ServiceSpec, launch: str) -> str:
+    """Bash that records the running definition (*launch*, the script that started it) as the kept one."""
+    return f"set -u\numask 077\n{_kept_definition(spec, launch)}\nwrite_next\nkeep_next\n"
+
+
+def guarded_start(spec: ServiceSpec, launch: str, check: str) -> str:
+    """Bash that replaces a service's running definition with *launch* only when it can start.
+
+    1. *check* (empty: none) runs first, beside what runs; if it fails, nothing
+       is stopped, the kept configuration files are put back, and the script
+       prints a ``REFUSED:`` line (exit 0: the host's other actions go on).
+    2. *launch* stops the old and starts the new; if it fails and a kept
+       definition other than this one exists, its files are put back and it is
+       started again: ``REFUSED:`` when that works, exit 1 when not.
+    3. The definition that started becomes the kept one.
+    Without a kept definition a failure is an ordinary one (exit 1, the reason on stderr).
+    """
+    name = spec.name
+    running = f"[ -n \"$({marked_pids(spec.marker, fixed=True)} || true)\" ]"
+    checking = ""
+    if check:
+        checking = f"""why=$( ( {check} ) </dev/null 2>&1 ) || {{
+  reason="{_last_line('why')}"
+  if {running}; then
+    restore_files
+    echo "REFUSED: the new definition failed its check (${{reason:-no output}}); the running {name} was left as it is"
+    exit 0
+  fi
+  echo "{name}: the new definition failed its check: ${{reason:-no output}}" >&2; exit 1
+}}
+"""
+    return f"""set -u
+umask 077
+{_kept_definition(spec, launch)}
+{checking}write_next
+if err=$(bash "$d/next.sh" 2>&1 >/dev/null); then keep_next; exit 0; fi
+first=$(printf '%s\\n' "$err" | head -n 1)  # what happened; then the log's last line, not its start banner
+last=$(printf '%s\\n' "$err" | sed 1d | grep -v -e '^[[:space:]]*$' -e '^--- ' | tail -n 1)
+reason="${{first%%;*}}${{last:+: $last}}"
+if [ -f "$d/good/start.sh" ] && [ "$(cat "$d/good/digest" 2>/dev/null)" != {q(spec.digest())} ]; then
+  restore_files
+  if back=$(bash "$d/good/start.sh" 2>&1 >/dev/null); then
+    echo "REFUSED: the new definition did not start ($reason); the previous definition of {name} was started again"
+    exit 0
+  fi
+  echo "{name}: the new definition did not start ($reason), nor did the previous one: {_last_line('back')}" >&2; exit 1
+fi
+printf '%s\\n' "$err" >&2; exit 1
 """

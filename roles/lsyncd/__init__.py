@@ -14,11 +14,12 @@ import posixpath
 from deploy.inventory import Host, Site
 from deploy.resources import File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
+from toppipe.pipeline.sources import SYNC_EXCLUDE
 
 #: Seconds lsyncd gathers events before it syncs: explicit and small.
 DELAY = 0.3
-#: Never sent: version control, environments, caches.
-EXCLUDE = (".git", ".venv", ".venv-*", "__pycache__", "*.pyc", ".pytest_cache", ".ipynb_checkpoints", ".mypy_cache")
+#: Never sent: version control, environments, caches (the same list a run's snapshot leaves out).
+EXCLUDE = SYNC_EXCLUDE
 
 
 def target_dir(site: Site) -> str:
@@ -58,7 +59,8 @@ def lsyncd_config(ctx: HostContext) -> bytes:
         "targetdir": target_dir(site),
         "delay": DELAY,
         "exclude": list(EXCLUDE),
-        "rsync": {"archive": True, "compress": False},
+        # By content: rsync's quick check (same size, same second) skipped same-size edits.
+        "rsync": {"archive": True, "compress": False, "checksum": True},
         "ssh": ssh,
     }
     body = ", ".join(f"{k} = {_lua(v)}" for k, v in sync.items())

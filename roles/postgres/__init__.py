@@ -56,7 +56,9 @@ class PostgresRole(Role):
             "-c", "password_encryption=scram-sha-256",
         ]  # fmt: skip
         stop = ("pg_ctl", "stop", "-D", self.data_dir(ctx), "-m", "fast", "-w", "-t", "30")  # no crash recovery at the next start
-        return [ctx.spec("postgres", argv, image="postgres", ports=((ctx.host.address, port),), stop_argv=stop)]
+        check = ("postgres", "-C", "data_directory", *argv[1:])  # the settings, parsed by the server, beside the running one
+        return [ctx.spec("postgres", argv, image="postgres", ports=((ctx.host.address, port),), stop_argv=stop,
+                         check_argv=check, files=(ctx.path("etc", "pg_hba.conf"),))]  # fmt: skip
 
     def up(self, ctx: HostContext) -> list[Resource]:
         data = shlex.quote(self.data_dir(ctx))
@@ -65,11 +67,11 @@ class PostgresRole(Role):
             ["initdb", "-D", self.data_dir(ctx), "-U", USER, "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
              f"--pwfile={ctx.path('secrets', 'postgres_password')}"],
         )  # fmt: skip
-        socket = ctx.path("services", "postgres")
+        socket, port = ctx.path("services", "postgres"), ctx.site.settings.ports.postgres  # the socket's name has the port
         login = (("PGPASSFILE", ctx.path("secrets", "pgpass")),)
-        createdb = ctx.exec_command("postgres", ["createdb", "-h", socket, "-U", USER, DATABASE], env=login)
-        select = ctx.exec_command("postgres", ["psql", "-h", socket, "-U", USER, "-d", DATABASE, "-Atc", "select 1"], env=login)
-        ready = ctx.exec_command("postgres", ["pg_isready", "-q", "-h", socket, "-t", "60"])
+        createdb = ctx.exec_command("postgres", ["createdb", "-h", socket, "-p", str(port), "-U", USER, DATABASE], env=login)
+        select = ctx.exec_command("postgres", ["psql", "-h", socket, "-p", str(port), "-U", USER, "-d", DATABASE, "-Atc", "select 1"], env=login)
+        ready = ctx.exec_command("postgres", ["pg_isready", "-q", "-h", socket, "-p", str(port), "-t", "60"])
         return [
             File(ctx.path("etc", "pg_hba.conf"), hba(ctx), 0o600),
             Ensure("PostgreSQL data folder (initdb, scram)", f"[ -s {data}/PG_VERSION ]", f"set -e; {initdb} >/dev/null"),

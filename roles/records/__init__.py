@@ -14,15 +14,20 @@ def uses_postgres(site: Site) -> bool:
     return site.group("db")[0].runtime == "apptainer"
 
 
-def records_url(ctx: HostContext, db_ctx: HostContext | None = None) -> str:
+def records_url(ctx: HostContext, db_ctx: HostContext | None = None, through: str | None = None, port: int | None = None) -> str:
     """The store's URL as the host of *ctx* reaches it: PostgreSQL with that host's CA and
-    password file, or the SQLite file on the db host (of *db_ctx*, by default *ctx*)."""
+    password file, or the SQLite file on the db host (of *db_ctx*, by default *ctx*).
+
+    *through* and *port* name a forwarded local end (the client's tunnel): libpq connects
+    there (``hostaddr``) and still checks the certificate against the db host's address (``host``).
+    """
     site = ctx.site
     db: Host = site.group("db")[0]
     if not uses_postgres(site):
         return "sqlite:///" + (db_ctx or ctx).path("data", "records.sqlite")
-    query = urlencode({"sslmode": "verify-full", "sslrootcert": ctx.path("tls", "ca.pem"), "passfile": ctx.path("secrets", "pgpass")})
-    return f"postgresql://{USER}@{db.address}:{site.settings.ports.postgres}/{DATABASE}?{query}"
+    query = {"hostaddr": through} if through else {}
+    query |= {"sslmode": "verify-full", "sslrootcert": ctx.path("tls", "ca.pem"), "passfile": ctx.path("secrets", "pgpass")}
+    return f"postgresql://{USER}@{db.address}:{port or site.settings.ports.postgres}/{DATABASE}?{urlencode(query)}"
 
 
 class RecordsRole(Role):

@@ -76,7 +76,10 @@ class SchedulerRole(Role):
             # dask-jobqueue writes each job script to a temporary file: keep those on the shared filesystem.
             env += (("TMPDIR", f"{config['slurm']['workdir']}/scripts"),)
         binds = SLURM_BINDS if "slurm" in config else ()
-        return [ctx.spec("scheduler", argv, image="scheduler", ports=ports, env=env, binds=binds)]
+        # before the running agent stops, the new configuration is checked by the agent's own code
+        check = (ctx.python, "-m", "toppipe.agent_check", ctx.path("etc", "agent.yaml"))
+        return [ctx.spec("scheduler", argv, image="scheduler", ports=ports, env=env, binds=binds,
+                         check_argv=check, files=(ctx.path("etc", "agent.yaml"),))]  # fmt: skip
 
     def up(self, ctx: HostContext) -> list[Resource]:
         config = agent_config(ctx)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from deploy.resources import Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
 
+#: Where a worker's HTTP server listens: it answers anyone, so only its own host.
+LOOPBACK = "127.0.0.1"
+
 
 class WorkersRole(Role):
     name = "workers"
@@ -27,7 +30,7 @@ class WorkersRole(Role):
             "--name", ctx.host.name,
             "--nanny",
             "--no-dashboard",
-            "--dashboard-address", f"{bind}:0",  # its health/metrics server, else on 0.0.0.0
+            "--dashboard-address", f"{LOOPBACK}:0",  # its HTTP server (health, metrics) has no auth: loopback only
             "--local-directory", ctx.path("work", "workers"),
             "--resources", "host=1",
         ]  # fmt: skip

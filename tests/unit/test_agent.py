@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import pytest
@@ -45,7 +46,7 @@ def test_slurm_options_put_logs_and_chdir_on_the_shared_folder():
     assert options["job_extra_directives"] == ["--chdir=/shared/lab/slurm"]
     assert "account" not in options and options["queue"] == "batch"
     assert "export TOPPIPE_SERVICE=lab/slurm-worker" in options["job_script_prologue"]
-    assert options["worker_extra_args"] == ["--resources", "slurm=1"]
+    assert options["worker_extra_args"] == ["--resources", "slurm=1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
 
 
 def _warning(text: str) -> warnings.WarningMessage:
@@ -60,3 +61,38 @@ def test_a_python_patch_difference_is_not_a_mismatch():
     assert not _only_python_patch_differs(_warning(minor))
     package = table + "| numpy | 2.4.6 | 2.3.0 |\n"
     assert not _only_python_patch_differs(_warning(package))
+
+
+_RUNS: list[int] = []
+
+
+def _counted_slow(i: int) -> int:
+    _RUNS.append(i)
+    time.sleep(1.0)
+    return i * i
+
+
+def test_a_retired_worker_finishes_the_tasks_it_runs_and_none_is_computed_twice():
+    """Rotation's retire: a real scheduler and two in-process workers; the retired worker's running
+    task finishes there (counted once), its result survives it, and it closes."""
+    import asyncio
+
+    from distributed import Client, Scheduler, Worker
+
+    from toppipe.rotation import retire
+
+    async def main():
+        _RUNS.clear()
+        async with Scheduler(host="127.0.0.1", port=0, dashboard_address=":0") as s:
+            async with Worker(s.address, nthreads=1) as old, Worker(s.address, nthreads=1) as peer:
+                async with Client(s.address, asynchronous=True) as client:
+                    future = client.submit(_counted_slow, 7, workers=[old.address], allow_other_workers=True)
+                    while not s.workers[old.address].processing:
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.2)  # it runs now
+                    await retire(s, old.address, drain_timeout=10)
+                    assert old.address not in s.workers and peer.address in s.workers
+                    assert await future == 49
+        return list(_RUNS)
+
+    assert asyncio.run(main()) == [7]

@@ -53,6 +53,15 @@ def test_every_lab_service_runs_in_its_image(lab):
     }  # fmt: skip
 
 
+def test_host_workers_speak_tls_on_the_node_address_and_keep_their_http_server_on_loopback(lab):
+    site, ctxs = lab
+    argv = specs(site, ctxs)[("node1", "workers")].argv
+    option = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+    assert ctxs["node1"].scheduler_address.startswith("tls://")
+    assert option["--host"] == "10.213.7.21"
+    assert option["--dashboard-address"] == "127.0.0.1:0"  # health/metrics answer anyone: not beyond the host
+
+
 def test_remote_images_live_on_the_shared_folder_and_the_client_uses_its_cache(lab):
     site, ctxs = lab
     assert ctxs["node1"].images["compute"] == f"/srv/toppipe-lab/shared/lab/images/compute-{images.digest('compute')}.sif"
