@@ -2,7 +2,7 @@
 # First stage of a lab host. `lab up` starts it as PID 1 of new pid, mount,
 # uts, ipc and network namespaces (unshare), with these variables set:
 #   LAB_HOST LAB_LOWER LAB_UPPER LAB_WORK LAB_ROOT LAB_SEED
-#   LAB_SHARED LAB_APPTAINER_DIR LAB_REPO LAB_REPO_IN_HOST TOPPIPE_LAB_HOST
+#   LAB_SHARED LAB_SHARED_SOURCE LAB_APPTAINER_DIR LAB_REPO LAB_REPO_IN_HOST TOPPIPE_LAB_HOST
 # It assembles the host's root file system, then pivots into it and hands
 # over to tini + /etc/toppipe-lab/init.sh. Every mount made here lives in
 # the host's own mount namespace: it disappears when the host's PID 1 dies.
@@ -45,9 +45,10 @@ ln -s /proc/self/fd/2 "$r/dev/stderr"
 mount -t tmpfs -o mode=755,nosuid,nodev run "$r/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$r/tmp"
 
-# the site's shared file system, at the same path as on the machine
+# the site's shared file system: a folder of the lab's own, mounted at the
+# same path in every host (the desktop sees it only while the lab is open)
 mkdir -p "$r$LAB_SHARED"
-mount --bind "$LAB_SHARED" "$r$LAB_SHARED"
+mount --bind "$LAB_SHARED_SOURCE" "$r$LAB_SHARED"
 # read-only: apptainer's prefix (same path: its ELF interpreter is absolute)
 # and the local apt repository
 bind_ro() { mkdir -p "$2" && mount --bind "$1" "$2" && mount -o remount,bind,ro "$2"; }

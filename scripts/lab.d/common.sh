@@ -8,7 +8,16 @@
 LAB_CACHE=${TOPPIPE_LAB_CACHE:-/var/cache/toppipe-lab}   # kept by `down`
 LAB_STATE=${TOPPIPE_LAB_STATE:-/var/lib/toppipe-lab}     # removed by `down`
 LAB_SITE_ROOT=/srv/toppipe-lab                           # removed by `down`
-LAB_SHARED=$LAB_SITE_ROOT/shared        # same path on the machine and every host
+LAB_SHARED=$LAB_SITE_ROOT/shared        # the shared folder's path in every host
+LAB_SHARED_SOURCE=$LAB_STATE/shared     # its files: mounted only inside the hosts
+
+# THE SWITCH: how `scripts/lab up` leaves the desktop's access to the site.
+#   closed: as on a real site, the desktop reaches only login's sshd (nftables
+#           table inet toppipe_lab) and does not see the shared folder;
+#   open:   every host and port, and the shared folder at $LAB_SHARED.
+# `scripts/lab open|close` switch a running lab (access.sh).
+LAB_ACCESS=${TOPPIPE_LAB_ACCESS:-closed}
+LAB_NFT_TABLE=toppipe_lab               # family inet
 LAB_JSON=$LAB_STATE/lab.json
 LAB_LOCK=/run/toppipe-lab.lock
 
@@ -32,6 +41,7 @@ LAB_HOSTS=(login db node1 node2)
 declare -A LAB_ADDR=([login]=$LAB_NET.10 [db]=$LAB_NET.11 [node1]=$LAB_NET.21 [node2]=$LAB_NET.22)
 declare -A LAB_ROLES=([login]="login slurmctld" [db]="db" [node1]="compute slurmd" [node2]="compute slurmd")
 LAB_SLURM_CTLD=login
+LAB_LOGIN=login                         # the one host the desktop reaches when closed
 LAB_SLURM_NODES=(node1 node2)
 LAB_PARTITION=batch
 
@@ -86,11 +96,22 @@ marked_pids() {
     return 0
 }
 
+# Close every fd above stderr of this (sub)shell: what runs in the hosts
+# must not hold this script's lock (fd 9) or a caller's (`flock FILE cmd`).
+close_inherited_fds() {
+    local fd
+    for fd in $(ls /proc/"$BASHPID"/fd); do
+        [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+    done
+    return 0
+}
+
 # Run a command inside a running host as root (no ssh needed).
 host_exec() {
     local h=$1 pid; shift
     pid=$(host_pid1 "$h") || die "host $h is not running"
-    nsenter -t "$pid" -m -u -i -n -p -r -w env -i PATH=$HOST_PATH HOME=/root LANG=C.UTF-8 "$@"
+    (close_inherited_fds
+     exec nsenter -t "$pid" -m -u -i -n -p -r -w env -i PATH=$HOST_PATH HOME=/root LANG=C.UTF-8 "$@")
 }
 
 # The Debian archive URI configured on the machine (kind "main", or

@@ -19,13 +19,13 @@ start_host() {  # start_host HOST BASE [APPTAINER_DIR]
     local h=$1 base=$2 appt=${3:-$(apptainer_dir)} d=$LAB_STATE/hosts/$1 pid1="" i
     mkdir -p "$d/upper" "$d/work" "$d/root"
     # setsid + closed fds: the host outlives this script and holds none of
-    # its pipes or its lock (fd 9)
-    setsid env -i PATH="$PATH" TOPPIPE_LAB_HOST="$h" LAB_HOST="$h" \
+    # its pipes or locks (its own, fd 9, and any a caller's `flock` passed on)
+    (close_inherited_fds; exec setsid env -i PATH="$PATH" TOPPIPE_LAB_HOST="$h" LAB_HOST="$h" \
         LAB_LOWER="$base/rootfs" LAB_UPPER="$d/upper" LAB_WORK="$d/work" LAB_ROOT="$d/root" \
-        LAB_SEED="$d/seed" LAB_SHARED="$LAB_SHARED" LAB_APPTAINER_DIR="$appt" \
+        LAB_SEED="$d/seed" LAB_SHARED="$LAB_SHARED" LAB_SHARED_SOURCE="$LAB_SHARED_SOURCE" LAB_APPTAINER_DIR="$appt" \
         LAB_REPO="$base/repo" LAB_REPO_IN_HOST="$LAB_REPO_IN_HOST" \
         unshare --net --mount --uts --ipc --pid --fork --propagation private \
-        /bin/bash "$LAB_DIR/boot.sh" </dev/null >"$d/boot.log" 2>&1 9>&- &
+        /bin/bash "$LAB_DIR/boot.sh" </dev/null >"$d/boot.log" 2>&1) &
     for i in $(seq 100); do
         pid1=$(host_pid1 "$h") && break
         sleep 0.05
@@ -40,7 +40,12 @@ start_host() {  # start_host HOST BASE [APPTAINER_DIR]
     nsenter -t "$pid1" -n ip link set "$LAB_IFACE" up
 }
 
-tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+# sshd of host $1 answers on its address, tried from inside the host: the
+# desktop may not reach it (access.sh)
+sshd_answers() {
+    local pid; pid=$(host_pid1 "$1") || return 1
+    nsenter -t "$pid" -n timeout 1 bash -c "exec 3<>/dev/tcp/${LAB_ADDR[$1]}/22" 2>/dev/null
+}
 
 wait_until() {  # wait_until SECONDS WHAT CMD...: poll every 0.1 s
     local limit=$1 what=$2 t0=$SECONDS; shift 2
@@ -59,7 +64,7 @@ start_hosts() {
     bridge_up
     for h in "${LAB_HOSTS[@]}"; do start_host "$h" "$base"; done
     for h in "${LAB_HOSTS[@]}"; do
-        wait_until 20 "sshd on $h" tcp_open "${LAB_ADDR[$h]}" 22
+        wait_until 20 "sshd on $h" sshd_answers "$h"
     done
     for h in "${LAB_HOSTS[@]}"; do
         [ "$(ssh_lab "$h" hostname)" = "$h" ] || die "ssh $LAB_USER@$h failed"
@@ -98,7 +103,7 @@ lab_status() {
     for h in "${LAB_HOSTS[@]}"; do
         if pid=$(host_pid1 "$h"); then
             running=$((running + 1))
-            if tcp_open "${LAB_ADDR[$h]}" 22; then
+            if sshd_answers "$h"; then
                 healthy=$((healthy + 1))
                 printf '%-6s up    %-12s pid1=%s\n' "$h" "${LAB_ADDR[$h]}" "$pid"
             else
@@ -128,7 +133,7 @@ lab_status() {
         host_exec "$LAB_SLURM_CTLD" scontrol ping >/dev/null 2>&1 || slurm_ok=no
     fi
     if [ $healthy -eq ${#LAB_HOSTS[@]} ] && [ $slurm_ok = yes ] && [ -e "$LAB_JSON" ]; then
-        echo "lab: up ($LAB_JSON)"; return 0
+        echo "lab: up ($LAB_JSON), $(lab_access_now)"; return 0
     fi
     echo "lab: partly up"; return 1
 }
@@ -163,5 +168,6 @@ lab_down() {
     for m in $(awk '{ print $5 }' /proc/self/mountinfo | grep -E "^($LAB_STATE|$LAB_SITE_ROOT|$LAB_CACHE)(/|$)" | sort -r); do
         umount -l "$m" || true
     done
+    remove_access
     rm -rf --one-file-system "$LAB_STATE" "$LAB_SITE_ROOT"
 }

@@ -10,6 +10,7 @@ declare -A LAB_MACHINE_TOOLS=(
     [patchelf]=patchelf [apt-ftparchive]=apt-utils
     [mksquashfs]=squashfs-tools [newuidmap]=uidmap
     [update-ca-certificates]=ca-certificates
+    [nft]=nftables
 )
 
 ensure_machine_packages() {

@@ -34,7 +34,7 @@ start_one() {
     [ -e "$base/ok" ] && [ -e "$appt/ok" ] || die "$base or $appt is gone: run 'scripts/lab down' and 'up'"
     bridge_up
     start_host "$h" "$base" "$appt"
-    wait_until 20 "sshd on $h" tcp_open "${LAB_ADDR[$h]}" 22
+    wait_until 20 "sshd on $h" sshd_answers "$h"
     [ "$(ssh_lab "$h" hostname)" = "$h" ] || die "ssh $LAB_USER@$h failed"
     rm -f "$LAB_STATE/hosts/$h/stopped"
     if [ "$h" = "$LAB_SLURM_CTLD" ] || [[ " ${LAB_SLURM_NODES[*]} " == *" $h "* ]]; then
@@ -76,7 +76,7 @@ lab_stopped_hosts() {
     [ -e "$LAB_JSON" ] && ip link show "$LAB_BRIDGE" >/dev/null 2>&1 || return 1
     for h in "${LAB_HOSTS[@]}"; do
         if host_pid1 "$h" >/dev/null; then
-            tcp_open "${LAB_ADDR[$h]}" 22 || return 1
+            sshd_answers "$h" || return 1
         elif [ -e "$LAB_STATE/hosts/$h/stopped" ]; then
             stopped+=("$h")
         else

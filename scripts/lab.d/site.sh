@@ -16,10 +16,9 @@ prepare_site() {
     mkdir -p "$LAB_STATE/hosts" "$SSH_DIR"
     chmod 755 "$LAB_STATE" "$SSH_DIR"
     # the shared file system: writable by the lab user, group-inherited
-    mkdir -p "$LAB_SHARED"
-    chmod 755 "$LAB_SITE_ROOT"
-    chown "$LAB_UID:$LAB_UID" "$LAB_SHARED"
-    chmod 2775 "$LAB_SHARED"
+    mkdir -p "$LAB_SHARED_SOURCE"
+    chown "$LAB_UID:$LAB_UID" "$LAB_SHARED_SOURCE"
+    chmod 2775 "$LAB_SHARED_SOURCE"
 
     # the lab user's login key, kept on the machine only
     rm -f "$SSH_KEY" "$SSH_KEY.pub"
@@ -106,6 +105,8 @@ write_ssh_config() {
         local h
         for h in "${LAB_HOSTS[@]}"; do
             printf 'Host %s\n    HostName %s\n' "$h" "${LAB_ADDR[$h]}"
+            # through login, as on a real site (works open or closed)
+            [ "$h" = "$LAB_LOGIN" ] || printf '    ProxyJump %s\n' "$LAB_LOGIN"
         done
         printf 'Host %s\n' "${LAB_HOSTS[*]}"
         printf '    User %s\n    IdentityFile %s\n    IdentitiesOnly yes\n' "$LAB_USER" "$SSH_KEY"
@@ -191,6 +192,8 @@ write_lab_json() {
   "ssh_config": "$SSH_CONFIG",
   "user_uid": $LAB_UID,
   "shared_path": "$LAB_SHARED",
+  "access": "$(cat "$LAB_STATE/access" 2>/dev/null || echo "$LAB_ACCESS")",
+  "jump_host": "$LAB_LOGIN",
   "slurm_controller": "$LAB_SLURM_CTLD",
   "slurm_partition": "$LAB_PARTITION",
   "slurm_nodes": $(json_list "${LAB_SLURM_NODES[@]}"),

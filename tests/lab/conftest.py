@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +43,18 @@ class Lab:
         """Host name -> address."""
         return {h["name"]: h["address"] for h in self.data["hosts"]}
 
-    def ssh_argv(self, host: str, user: str | None = None,
-                 known_hosts: str | None = None) -> list[str]:
+    @property
+    def jump_host(self) -> str:
+        """The host the desktop reaches the others through (the only one it reaches when closed)."""
+        return self.data.get("jump_host", "login")
+
+    @property
+    def closed(self) -> bool:
+        """Whether the desktop reaches only the jump host's sshd (``scripts/lab close``)."""
+        return self.data.get("access") == "closed"
+
+    def _ssh_options(self, known_hosts: str | None = None) -> list[str]:
         return [
-            "ssh", "-n", "-F", "/dev/null",
             "-i", self.data["ssh_private_key"],
             "-o", "IdentitiesOnly=yes",
             "-o", f"UserKnownHostsFile={known_hosts or self.data['ssh_known_hosts']}",
@@ -54,8 +63,29 @@ class Lab:
             "-o", "BatchMode=yes",
             "-o", "ConnectTimeout=10",
             "-p", str(self.data["ssh_port"]),
+        ]
+
+    def ssh_argv(self, host: str, user: str | None = None,
+                 known_hosts: str | None = None) -> list[str]:
+        """ssh to *host*; hosts other than the jump host through it, as on a real site."""
+        jump = []
+        if host != self.jump_host:
+            hop = ["ssh", "-F", "/dev/null", *self._ssh_options(), "-W", "[%h]:%p",
+                   f"{self.data['ssh_user']}@{self.hosts[self.jump_host]}"]
+            jump = ["-o", "ProxyCommand=" + shlex.join(hop)]
+        return [
+            "ssh", "-n", "-F", "/dev/null", *self._ssh_options(known_hosts), *jump,
             f"{user or self.data['ssh_user']}@{self.hosts[host]}",
         ]
+
+    def forward_argv(self, address: str, port: int) -> list[str]:
+        """ssh's stdio forward to *address*:*port* made by the jump host (a connection from inside the site)."""
+        from distributed.comm.addressing import unparse_host_port
+
+        target = unparse_host_port(address, port)
+        shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath=/tmp/toppipe-lab-fwd-{os.getpid()}", "-o", "ControlPersist=30"]
+        return ["ssh", "-F", "/dev/null", *self._ssh_options(), *shared, "-W", target,
+                f"{self.data['ssh_user']}@{self.hosts[self.jump_host]}"]
 
     def ssh(self, host: str, command: str, *, check: bool = True, timeout: float = 120,
             **kwargs) -> subprocess.CompletedProcess:
@@ -85,21 +115,58 @@ def lab() -> Lab:
     return load_lab()
 
 
+@pytest.fixture(scope="session")
+def _shared_state_dir(lab, tmp_path_factory):
+    """The lab site's one client state folder for the run; the site is taken down (purged) at the end."""
+    from tests.conftest import run_deploy
+
+    folder = tmp_path_factory.mktemp("labstate")
+    yield folder
+    run_deploy("down", "inventories/lab", "--purge", state_dir=folder, timeout=300)
+
+
 @pytest.fixture(scope="module")
-def state_dir(tmp_path_factory):
-    """A state folder of the module's own: its own CA, secrets and connection record."""
-    return tmp_path_factory.mktemp("labstate")
+def state_dir(_shared_state_dir):
+    """The client state folder of the shared lab site (its CA, secrets and connection record)."""
+    return _shared_state_dir
 
 
 @pytest.fixture(scope="module")
 def site(lab, state_dir):
-    """``deploy up inventories/lab`` once for the module (images built when missing); ``down --purge`` after."""
+    """``deploy up inventories/lab`` at the start of each module, on one deployment shared by the run.
+
+    The first up deploys the site (images built when missing); later ones are
+    no-ops unless a module changed or stopped something, which they repair.
+    Slurm workers the module scaled or adapted are retired after it, so the
+    next module (which may deploy a site of its own) finds no Slurm job.
+    """
     from tests.conftest import run_deploy
 
     up = run_deploy("up", "inventories/lab", state_dir=state_dir, timeout=1500)
     assert up.code == 0, up.stdout + up.stderr
     yield up
-    run_deploy("down", "inventories/lab", "--purge", state_dir=state_dir, timeout=300)
+    _retire_slurm_workers(state_dir)
+
+
+def _retire_slurm_workers(state_dir: Path, timeout: float = 120) -> None:
+    """Scale the shared site's Slurm pool to zero and wait; a site the module took down has none."""
+    import time
+
+    import toppipe
+    from toppipe.errors import ToppipeError
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOPPIPE_STATE_DIR", str(state_dir))
+        try:
+            session = toppipe.connect("lab", timeout=10)
+        except ToppipeError:  # the module took the site down (down cancels every job)
+            return
+        with session:
+            session.scale(0, on="slurm")  # also stops adapting
+            deadline = time.monotonic() + timeout
+            while any(w.slurm_job for w in session.workers()):
+                assert time.monotonic() < deadline, "Slurm workers of an earlier module did not retire"
+                time.sleep(0.5)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_up_deploys_every_host_and_runs_its_checks(site):
     for host in HOSTS:
         assert any(line.startswith(host) for line in site.stdout.splitlines()), host
     assert "checks passed" in site.stdout
-    assert "tls://10.213.7.10:8786" in site.stdout
+    assert "tls://127.0.0.1:18786" in site.stdout  # the tunnel's local end (reach: tunnel)
 
 
 def test_services_run_as_toppipe_on_their_hosts(lab, site):
@@ -58,11 +58,14 @@ def test_computes_on_slurm_workers_in_jobs(session, lab):
     assert {f"toppipe-lab-{job}.err" for job in queue} <= set(logs)  # job logs on the shared filesystem
 
 
-def test_scheduler_refuses_plain_tcp_from_the_desktop(site):
+def test_scheduler_refuses_plain_tcp_from_the_desktop(site, state_dir):
     from distributed import Client
 
+    from deploy.state import read_connection
+
+    tunnel_end = read_connection(state_dir / "lab")["scheduler"].replace("tls://", "tcp://")
     with pytest.raises(OSError):
-        Client("tcp://10.213.7.10:8786", timeout=3)
+        Client(tunnel_end, timeout=3)
 
 
 def test_second_up_changes_nothing(site, state_dir):

@@ -3,7 +3,8 @@ else, says node2 is unreachable and exits 1; once node2 is back
 (``scripts/lab start node2``, its files kept) the next ``up`` changes node2
 alone, exits 0, and ``check`` passes.
 
-Needs root; brings the lab up (scripts/lab up) when it is not.
+Runs on the run's shared lab deployment. Needs root; brings the lab up
+(scripts/lab up) when it is not.
 """
 
 from __future__ import annotations
@@ -44,19 +45,16 @@ def lab_cmd(*args: str):
 
 
 @pytest.fixture
-def state_dir(lab, tmp_path_factory):
-    """A private state folder; afterwards node2 runs again and the site is purged."""
-    state = tmp_path_factory.mktemp("labfailure")
-    try:
-        yield state
-    finally:
-        start = run_lab("start", "node2", timeout=300)
-        down = run_deploy("down", INVENTORY, "--purge", state_dir=state, timeout=300)
-        assert start.returncode == 0, start.stderr
-        assert down.code == 0, down.stdout + down.stderr
+def restores_node2(site, state_dir):
+    """After the test node2 runs again and the shared site is whole (``up`` repairs it)."""
+    yield
+    start = run_lab("start", "node2", timeout=300)
+    up = run_deploy("up", INVENTORY, "--no-check", state_dir=state_dir, timeout=900)
+    assert start.returncode == 0, start.stderr
+    assert up.code == 0, up.stdout + up.stderr
 
 
-def test_up_with_a_dead_worker_host_then_after_it_is_back(lab, state_dir):
+def test_up_with_a_dead_worker_host_then_after_it_is_back(lab, state_dir, restores_node2):
     lab_cmd("stop", "node2")
     status = run_lab("status", timeout=120)
     assert status.returncode == 1, status.stdout

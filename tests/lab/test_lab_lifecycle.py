@@ -61,7 +61,12 @@ def leftovers(data: dict, state_dir: Path) -> list[str]:
     return found
 
 
-def test_down_leaves_nothing_then_up_restores_the_site(lab):
+def test_down_leaves_nothing_then_up_restores_the_site(lab, state_dir):
+    from tests.conftest import run_deploy
+
+    # the run's shared site first: its tunnel on the desktop binds the lab's ssh folder
+    site_down = run_deploy("down", "inventories/lab", state_dir=state_dir, timeout=300)
+    assert site_down.code in (0, 3), site_down.stdout + site_down.stderr  # 3: it was not deployed
     t0 = time.monotonic()
     down = run_lab("down", timeout=300)
     down_s = time.monotonic() - t0

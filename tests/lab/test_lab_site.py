@@ -143,10 +143,11 @@ def test_shared_folder_is_shared(lab):
     lab.ssh("node1", f"echo written-on-node1 > {shared}/{name} && mkdir {shared}/{name}.d")
     try:
         assert lab.ssh("node2", f"cat {shared}/{name}").stdout.strip() == "written-on-node1"
-        assert (shared / name).read_text().strip() == "written-on-node1"
-        assert (shared / name).stat().st_uid == lab.data["user_uid"]
-        (shared / f"{name}.d" / "from-machine").write_text("hi")
-        assert lab.ssh("login", f"cat {shared}/{name}.d/from-machine").stdout == "hi"
+        assert lab.ssh("login", f"stat -c %u {shared}/{name}").stdout.strip() == str(lab.data["user_uid"])
+        lab.ssh("login", f"printf hi > {shared}/{name}.d/from-login")
+        assert lab.ssh("node2", f"cat {shared}/{name}.d/from-login").stdout == "hi"
+        # the desktop sees it only while the lab is open (test_lab_closed: not when closed)
+        assert (shared / name).is_file() is not lab.closed
     finally:
         lab.ssh("node1", f"rm -rf {shared}/{name} {shared}/{name}.d", check=False)
 
@@ -188,16 +189,18 @@ def test_sbatch_wrap_in_the_shared_folder(lab):
         f"sbatch --parsable --chdir={shared} -o {shared}/lab-test-{tag}-%j.out "
         f"--time=1 --mem=100M --wrap 'hostname; pwd; id -un'",
     ).stdout.strip()
-    out = Path(shared) / f"lab-test-{tag}-{job}.out"
+    out = f"{shared}/lab-test-{tag}-{job}.out"
+
+    def output() -> list[str]:  # read on login: the shared folder is not on the desktop of a closed lab
+        return lab.ssh("login", f"cat {out} 2>/dev/null || true").stdout.split()
+
     try:
-        wait_for(lambda: out.exists() and len(out.read_text().split()) == 3,
-                 timeout=60, what=f"output of job {job}")
-        host, cwd, user = out.read_text().split()
+        host, cwd, user = wait_for(lambda: len(found := output()) == 3 and found, timeout=60, what=f"output of job {job}")
         assert host in lab.data["slurm_nodes"]
         assert cwd == shared
         assert user == lab.data["ssh_user"]
     finally:
-        out.unlink(missing_ok=True)
+        lab.ssh("login", f"rm -f {out}")
 
 
 def test_squeue_and_scancel(lab):
