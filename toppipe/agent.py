@@ -4,13 +4,15 @@ Runs on the scheduler host as a service (``python -m toppipe.agent CONFIG``).
 On a site with Slurm it hosts a dask-jobqueue ``SLURMCluster`` whose
 scheduler *is* the site's scheduler, so job submission happens here, next
 to Slurm, and never on the desktop. Sessions reach it through scheduler
-handlers: ``toppipe_scale``, ``toppipe_adapt`` and ``toppipe_workers``.
+handlers: ``toppipe_scale``, ``toppipe_adapt``, ``toppipe_adapt_stop``, ``toppipe_pool``
+and ``toppipe_workers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -50,7 +52,8 @@ def slurm_cluster_options(config: dict[str, Any]) -> dict[str, Any]:
         "log_directory": f"{shared}/logs",
         "job_extra_directives": [f"--chdir={shared}"],
         "job_script_prologue": [f"export TOPPIPE_SERVICE={config['site']}/slurm-worker"],
-        "worker_extra_args": ["--resources", "slurm=1"],
+        # the worker's HTTP server (health, metrics) has no auth: loopback only, like host workers'
+        "worker_extra_args": ["--resources", "slurm=1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"],
         "local_directory": "$TMPDIR" if slurm.get("node_tmp") else f"{shared}/work",
     }
     if slurm.get("interface"):
@@ -114,12 +117,13 @@ class Agent:
             self.scheduler = await Scheduler(**scheduler_options)
         self.scheduler.handlers.update(
             toppipe_scale=self.scale, toppipe_adapt=self.adapt, toppipe_workers=self.workers, toppipe_run_status=self.run_status,
-            toppipe_slurm_queue=self.slurm_queue,
+            toppipe_slurm_queue=self.slurm_queue, toppipe_pool=self.pool, toppipe_adapt_stop=self.stop_adapting,
         )
         if self.config.get("records"):
             from toppipe.recorder import RunRecorder
 
-            self.recorder = RunRecorder(self.config["records"])
+            # first of all: runs an earlier agent left unfinished are recorded interrupted
+            self.recorder = RunRecorder(self.config["records"], spool_folder(self.config), **spool_bound(self.config))
             self.scheduler.add_plugin(self.recorder)
         for address in self.scheduler.workers:
             self.joined[address] = time.time()
@@ -145,12 +149,28 @@ class Agent:
 
     def scale(self, n: int) -> dict:
         """Run *n* Slurm workers (rotated before their walltime, see :mod:`toppipe.rotation`)."""
+        self.stop_adapting()
+        self.cluster.scale(n)
+        return {"target": n}
+
+    def stop_adapting(self) -> None:
+        """Keep the Slurm workers there are, and stop following the load."""
         self._need_slurm()
         if self.cluster._adaptive is not None:
             self.cluster._adaptive.stop()
             self.cluster._adaptive = None
-        self.cluster.scale(n)
-        return {"target": n}
+
+    def pool(self) -> dict:
+        """The default pool, for cluster objects' repr and widget: Slurm or not, its target, its adaptive range."""
+        if self.cluster is None:
+            return {"slurm": False, "target": None, "adaptive": None}
+        adaptive = self.cluster._adaptive
+        adapting = adaptive is not None and adaptive.periodic_callback is not None
+        return {
+            "slurm": True,
+            "target": len(self.cluster.worker_spec),
+            "adaptive": {"minimum": adaptive.minimum, "maximum": adaptive.maximum} if adapting else None,
+        }
 
     def adapt(self, minimum: int, maximum: int) -> dict:
         self._need_slurm()
@@ -202,6 +222,22 @@ class Agent:
             await self.cluster.close()  # scancels every job it submitted
         elif self.scheduler is not None:
             await self.scheduler.close()
+        if self.recorder is not None:  # what is queued reaches the store, or the spool for the next agent
+            await asyncio.get_running_loop().run_in_executor(None, self.recorder.close)
+
+
+def spool_folder(config: dict[str, Any]) -> str:
+    """Where the recorder keeps events while the record store is away: ``records_spool``, else
+    ``records-spool`` beside the scheduler file (the agent's state folder)."""
+    if config.get("records_spool"):
+        return config["records_spool"]
+    beside = os.path.dirname(config.get("scheduler_file") or "") or os.path.join(os.path.expanduser("~"), ".toppipe-agent")
+    return os.path.join(beside, "records-spool")
+
+
+def spool_bound(config: dict[str, Any]) -> dict[str, int]:
+    """The spool's size bound, ``records_spool_bytes`` in the agent's config (default: the spool's own)."""
+    return {"spool_bytes": int(config["records_spool_bytes"])} if config.get("records_spool_bytes") else {}
 
 
 class _JoinTimes(SchedulerPlugin):

@@ -14,11 +14,12 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from contextlib import closing
 
 from toppipe.errors import ToppipeError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TABLES = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -44,8 +45,10 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs(started);
 ADDED_COLUMNS = {
     "runs": (("tasks_total", "INTEGER"), ("error", "TEXT")),
     "tasks": (("slurm_job", "TEXT"), ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("cached", "INTEGER NOT NULL DEFAULT 0"),
-              ("cache_key", "TEXT"), ("traceback", "TEXT"), ("dask_key", "TEXT")),
+              ("cache_key", "TEXT"), ("traceback", "TEXT"), ("dask_key", "TEXT"), ("inputs", "TEXT")),
 }  # fmt: skip
+#: The agent's own topic: ``{"state": "started", "time"}`` when it starts, before any run of its own.
+AGENT_TOPIC = "toppipe-agent"
 #: PostgreSQL has no ``user_version``: the schema's version is a row here.
 PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS toppipe_schema (version INTEGER NOT NULL)"
 
@@ -156,36 +159,59 @@ class RecordStore:
             cur.close()
 
     def write(self, events: list[tuple[str, dict]]) -> None:
-        """Apply ``(topic, message)`` events (see :mod:`toppipe.recorder`) in one transaction."""
+        """Apply ``(topic, message)`` events (see :mod:`toppipe.recorder`) in one transaction.
+        Writing the same events again adds no run or task twice (a spool may replay a batch)."""
         for topic, msg in events:
             if topic == "toppipe-run":
                 self._run_event(msg)
             elif topic == "toppipe-task":
                 self._task_event(msg)
+            elif topic == AGENT_TOPIC and msg.get("state") == "started":
+                self.interrupt_unsettled(msg["time"])
         self.db.commit()
+
+    def interrupt_unsettled(self, agent_started: float) -> list[str]:
+        """Record every run still ``running`` as ``interrupted`` (the agent that ran it stopped), ended
+        when it was last seen (its newest event), and its unsettled tasks too; the runs' ids."""
+        rows = self._run("SELECT r.id, r.started, MAX(t.started) AS task_started, MAX(t.ended) AS task_ended "
+                         "FROM runs r LEFT JOIN tasks t ON t.run_id = r.id WHERE r.state = 'running' GROUP BY r.id, r.started")  # fmt: skip
+        restarted = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(agent_started))
+        for row in rows:
+            seen = max(v for v in (row["started"], row["task_started"], row["task_ended"]) if v is not None)
+            error = f"interrupted: the site's scheduler stopped during the run (it started again at {restarted})"
+            self._run("UPDATE runs SET state = 'interrupted', ended = ?, error = ? WHERE id = ?", (seen, error, row["id"]))
+            self._run("UPDATE tasks SET state = 'interrupted' WHERE run_id = ? AND state IN ('pending', 'running')", (row["id"],))
+        return [row["id"] for row in rows]
 
     def _run_event(self, msg: dict) -> None:
         if msg["state"] == "started":
             self._run(
-                "INSERT INTO runs (id, pipeline, state, started, provenance, tasks_total) VALUES (?, ?, 'running', ?, ?, ?)",
+                "INSERT INTO runs (id, pipeline, state, started, provenance, tasks_total) VALUES (?, ?, 'running', ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 (msg["run"], msg["pipeline"], msg["time"], json.dumps(msg.get("provenance", {}), sort_keys=True), len(msg["tasks"])),
             )
             keys, dask_keys = msg.get("keys", {}), msg.get("dask_keys", {})
             rows = [(msg["run"], name, keys.get(name), dask_keys.get(name)) for name in msg["tasks"]]
             self._many("INSERT INTO tasks (run_id, name, state, attempts, cached, cache_key, dask_key) "
-                       "VALUES (?, ?, 'pending', 0, 0, ?, ?)", rows)  # fmt: skip
+                       "VALUES (?, ?, 'pending', 0, 0, ?, ?) ON CONFLICT DO NOTHING", rows)  # fmt: skip
         else:
             self._run("UPDATE runs SET state = ?, ended = ?, error = ? WHERE id = ?", (msg["state"], msg["time"], msg.get("error"), msg["run"]))
 
     def _task_event(self, msg: dict) -> None:
         run, task, state, when = msg["run"], msg["task"], msg["state"], msg["time"]
+        if task.endswith("]"):  # an element of a map (task[index]): its row is made by its first event
+            self._run("INSERT INTO tasks (run_id, name, state, attempts, cached) VALUES (?, ?, 'pending', 0, 0) "
+                      "ON CONFLICT DO NOTHING", (run, task))  # fmt: skip
         if state == "running":
             self._run("UPDATE tasks SET state = 'running', host = ?, slurm_job = ?, started = ?, attempts = attempts + 1, "
-                      "error = NULL, traceback = NULL WHERE run_id = ? AND name = ?",
+                      "error = NULL, traceback = NULL, inputs = NULL WHERE run_id = ? AND name = ?",
                       (msg.get("host"), msg.get("slurm_job"), when, run, task))  # fmt: skip
         else:
-            self._run("UPDATE tasks SET state = ?, ended = ?, cached = ?, error = ?, traceback = ? WHERE run_id = ? AND name = ?",
-                      (state, when, int(state == "cached"), msg.get("error"), msg.get("traceback"), run, task))  # fmt: skip
+            # cache_key becomes the result key: what the result was computed from (toppipe.pipeline.cache)
+            self._run("UPDATE tasks SET state = ?, ended = ?, cached = ?, error = ?, traceback = ?, inputs = ?, "
+                      "cache_key = COALESCE(?, cache_key) WHERE run_id = ? AND name = ?",
+                      (state, when, int(state == "cached"), msg.get("error"), msg.get("traceback"), msg.get("inputs"),
+                       msg.get("result_key"), run, task))  # fmt: skip
 
     def runs(self, limit: int = 50, offset: int = 0, pipeline: str | None = None, state: str | None = None) -> list[dict]:
         """The most recent runs first, optionally of one *pipeline* or in one *state*."""

@@ -2,8 +2,9 @@
 
 A worker retiring with no peer to take its data is a known livelock of dask
 on batch systems, so the order is: submit a spare job, wait until its worker
-has joined, retire the old worker (its data moves to the peers, the spare
-among them), then cancel the old job. Only one worker rotates at a time, so
+has joined, retire the old worker (it takes no new task, finishes those it
+runs, and its data moves to the peers, the spare among them), then cancel
+the old job. Only one worker rotates at a time, so
 lifetimes end staggered.
 """
 
@@ -46,6 +47,25 @@ async def rotate(cluster, scheduler, worker: SlurmWorker, join_timeout: float) -
         await asyncio.sleep(0.5)
     if not (set(scheduler.workers) - before):
         logger.warning("no spare worker joined within %.0f s; retiring %s anyway", join_timeout, worker.name)
-    await scheduler.retire_workers(workers=[worker.address], close_workers=True)
+    await retire(scheduler, worker.address, drain_timeout=join_timeout / 2)
     await cluster.scale_down([worker.name])
     logger.info("rotated %s before its walltime", worker.name)
+
+
+async def retire(scheduler, address: str, drain_timeout: float) -> None:
+    """Retire the worker at *address* without computing a task twice: it takes no new task and
+    hands its results over; the tasks it runs then may finish (for *drain_timeout* seconds at
+    most, long-running ones excepted); then what they made moves too and it closes. A task still
+    running past that is computed again elsewhere, as when a worker dies."""
+    await scheduler.retire_workers(workers=[address], close_workers=False, remove=False)
+    deadline = time.monotonic() + drain_timeout
+    while time.monotonic() < deadline and _running(scheduler, address):
+        await asyncio.sleep(0.1)
+    await scheduler.retire_workers(workers=[address], close_workers=True)
+
+
+def _running(scheduler, address: str) -> bool:
+    """Whether the worker still has tasks to finish (a seceded, long-running task does not count)."""
+    ws = scheduler.workers.get(address)
+    return ws is not None and any(ts not in ws.long_running for ts in ws.processing)
+

@@ -1,7 +1,8 @@
-"""The weather example: CSV chunks -> clean -> aggregate -> summary.
+"""The weather example: CSV chunks -> clean (one task per file) -> aggregate -> summary.
 
 Each station's logger writes one CSV file (data/station-*.csv); the pipeline
-cleans every file, aggregates daily means per station and summarises them.
+cleans each file in its own task (``map="chunks"``: a changed file is cleaned
+again alone), aggregates daily means per station and summarises them.
 The notebook weather.ipynb runs it on the site's workers and plots the result.
 """
 
@@ -24,16 +25,17 @@ def chunks(pattern: str = "data/station-*.csv") -> list[str]:
     return found
 
 
-@task
-def clean(chunks: list[str]) -> pd.DataFrame:
-    """Every file read and cleaned, in one table."""
-    return pd.concat([clean_frame(pd.read_csv(path)) for path in chunks], ignore_index=True)
+@task(map="chunks")
+def clean(chunks: str) -> pd.DataFrame:
+    """One station's file, read and cleaned (called once per file of ``chunks``)."""
+    return clean_frame(pd.read_csv(chunks))
 
 
 @task
-def aggregate(clean: pd.DataFrame) -> pd.DataFrame:
-    """Daily mean, minimum and maximum temperature per station."""
-    daily = clean.groupby(["station", "day"])["temperature_c"].agg(["mean", "min", "max", "count"])
+def aggregate(clean: list[pd.DataFrame]) -> pd.DataFrame:
+    """Daily mean, minimum and maximum temperature per station (``clean``: the tables, in file order)."""
+    readings = pd.concat(clean, ignore_index=True)
+    daily = readings.groupby(["station", "day"])["temperature_c"].agg(["mean", "min", "max", "count"])
     return daily.reset_index()
 
 

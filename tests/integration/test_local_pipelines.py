@@ -4,6 +4,8 @@ used by the next run without restarting a worker."""
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import secrets
 import textwrap
 import time
@@ -173,3 +175,209 @@ def test_another_session_reattaches_to_a_run_by_its_id(session, site, tmp_path, 
         assert attached.tasks == run.tasks and attached.pipeline == "demo"
         assert attached.wait(timeout=60).result("total") == 12
         assert set(attached.status().values()) <= {"done", "cached"}
+
+
+def test_a_map_over_ten_thousand_elements_then_cached_then_one_changed_element(session, tmp_path):
+    size = 10_000
+    path = tmp_path / "pipelines" / "wide.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent("""
+        from toppipe.pipeline import task
+
+        @task
+        def items(n=10, changed=-1):
+            return [100_000 + i if i == changed else i for i in range(n)]
+
+        @task(map="items")
+        def squared(items):
+            return items * items
+
+        @task
+        def collected(squared):
+            return squared
+        """))
+    pipeline = session.load(path)
+
+    def computed(params):
+        run = pipeline.run(on="hosts", params=params)
+        result = run.wait(timeout=120).result("collected")
+        states = {}
+        for record in _settled_records(session, run.id, timeout=30):
+            states.setdefault(record["state"], set()).add(record["name"])
+        return result, {state: names for state, names in states.items() if state != "cached"}, len(states.get("cached", ()))
+
+    result, done, cached = computed({"n": size})
+    assert result == [i * i for i in range(size)]
+    assert done == {"done": {"items", "squared", "collected", *(f"squared[{i}]" for i in range(size))}} and cached == 0
+    result, done, cached = computed({"n": size})
+    assert result == [i * i for i in range(size)] and done == {} and cached == size + 3
+    result, done, cached = computed({"n": size, "changed": 7})
+    assert result[7] == 100_007**2 and result[:7] + result[8:] == [i * i for i in range(size) if i != 7]
+    assert done == {"done": {"items", "squared", "squared[7]", "collected"}} and cached == size - 1  # (items: its param)
+
+
+def test_a_task_that_fails_once_is_retried_and_recorded_with_two_attempts(session, tmp_path):
+    path = tmp_path / "pipelines" / "flaky.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from toppipe.pipeline import task
+
+        @task(retries=1)
+        def flaky(nonce={secrets.token_hex(4)!r}):
+            marker = Path({str(tmp_path / "failed-once")!r})
+            if not marker.exists():
+                marker.touch()
+                raise RuntimeError("the first attempt fails")
+            return "second"
+        """))
+    run = session.load(path).run(on="hosts")
+    assert run.wait(timeout=60).result("flaky") == "second"
+    (record,) = _settled_records(session, run.id)
+    assert (record["state"], record["attempts"]) == ("done", 2), record
+
+
+def test_failed_elements_are_listed_with_their_traceback_and_retry_failed_computes_only_them(session, tmp_path):
+    fixed = tmp_path / "fixed"
+    path = tmp_path / "pipelines" / "picky.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from toppipe.pipeline import task
+
+        @task
+        def items(n=20, nonce={secrets.token_hex(4)!r}):
+            return list(range(n))
+
+        @task(map="items", on_error="continue")
+        def checked(items):
+            if items % 7 == 3 and not Path({str(fixed)!r}).exists():
+                raise ValueError(f"bad element {{items}}")
+            return items
+
+        @task
+        def kept(checked):
+            return checked
+        """))
+    run = session.load(path).run(on="hosts")
+    assert len(run.wait(timeout=60).result("kept")) == 17
+    _settled_records(session, run.id)
+    failed = sorted(run.failed(), key=lambda f: f["name"])
+    assert [f["name"] for f in failed] == ["checked[10]", "checked[17]", "checked[3]"], failed
+    assert all("ValueError: bad element" in f["traceback"] and f["host"] for f in failed), failed
+    assert [f["inputs"] for f in failed] == ["items=10", "items=17", "items=3"], failed
+    fixed.touch()
+    again = run.retry_failed()
+    assert again.wait(timeout=60).result("kept") == list(range(20))
+    states = {r["name"]: r["state"] for r in _settled_records(session, again.id) if r["name"].startswith("checked[")}
+    assert sorted(n for n, s in states.items() if s == "done") == ["checked[10]", "checked[17]", "checked[3]"]
+    assert sum(s == "cached" for s in states.values()) == 17
+
+
+def test_a_slow_element_times_out_is_retried_and_with_continue_is_listed_with_its_input(session, tmp_path):
+    attempts = tmp_path / "attempts"
+    path = tmp_path / "pipelines" / "slow.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent(f"""
+        import time
+        from toppipe.pipeline import task
+
+        @task
+        def items(n=8, nonce={secrets.token_hex(4)!r}):
+            return list(range(n))
+
+        @task(map="items", timeout=1, retries=1, on_error="continue")
+        def doubled(items):
+            if items == 5:
+                with open({str(attempts)!r}, "a") as log:
+                    log.write("x")
+                for _ in range(600):  # a minute, unless its timeout stops it
+                    time.sleep(0.1)
+            return 2 * items
+
+        @task
+        def kept(doubled):
+            return doubled
+        """))
+    started = time.monotonic()
+    run = session.load(path).run(on="hosts")
+    assert run.wait(timeout=60).result("kept") == [2 * i for i in range(8) if i != 5]
+    assert time.monotonic() - started < 30
+    records = {r["name"]: r for r in _settled_records(session, run.id)}
+    assert (records["doubled[5]"]["state"], records["doubled[5]"]["attempts"]) == ("failed", 2), records["doubled[5]"]
+    assert attempts.read_text() == "xx"
+    assert sorted(n for n, r in records.items() if r["state"] == "done" and n.startswith("doubled[")) == [
+        f"doubled[{i}]" for i in range(8) if i != 5
+    ]
+    (failed,) = run.failed()
+    assert (failed["name"], failed["inputs"]) == ("doubled[5]", "items=5"), failed
+    assert failed["error"].startswith("TaskTimeout: task doubled[5] ran longer than its timeout of 1 s"), failed
+    assert "time.sleep(0.1)" in failed["traceback"] and str(path) in failed["traceback"] and failed["host"], failed
+
+
+@contextlib.contextmanager
+def received(client):
+    """The pickled size of everything *client* gathers (what a future's ``result()`` brings here)."""
+    sizes: list[int] = []
+    original = client._gather
+
+    async def counting(*args, **kwargs):
+        found = await original(*args, **kwargs)
+        sizes.append(len(pickle.dumps(found)))
+        return found
+
+    client._gather = counting
+    try:
+        yield sizes
+    finally:
+        del client._gather  # the class's again
+
+
+def test_a_map_s_results_stay_on_the_workers_or_in_the_cache_until_asked_for(session, tmp_path):
+    import toppipe
+
+    size, width = 3000, 2000  # 6 MB of elements: one is 2 kB
+    path = tmp_path / "pipelines" / "big.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent(f"""
+        from toppipe.pipeline import task
+
+        @task
+        def items(n={size}, nonce={secrets.token_hex(4)!r}):
+            return list(range(n))
+
+        @task(map="items")
+        def padded(items):
+            return (items, str(items).rjust({width}, "x"))  # (a string of its own: pickled whole every time)
+
+        @task
+        def collected(padded):
+            return [index for index, _ in padded]
+        """))
+    expected = [(i, str(i).rjust(width, "x")) for i in range(size)]
+    pipeline = session.load(path)
+    run = pipeline.run(on="hosts").wait(timeout=120)
+    assert run.result("collected") == list(range(size))  # a collect still gets the whole list, in order
+    with received(session.client) as sizes:
+        found = run.result("padded")
+        assert len(found) == size and sum(sizes) < 1000, sizes  # the count only
+        assert found[7] == expected[7] and found[-1] == expected[-1] and sum(sizes) < 3 * width + 1000, sizes
+        assert found[100:103] == expected[100:103] and found[::1000] == expected[::1000]
+        assert sum(sizes) < 8 * width + 2000 and found.fetched == 8, sizes
+        assert list(found) == expected and found.fetched == 8 + size
+        assert sum(sizes) > size * width and len(sizes) <= 4 + 4 + size // 1000 + 1, len(sizes)  # in batches
+
+    again = pipeline.run(on="hosts").wait(timeout=120)  # from the cache
+    with received(session.client) as sizes:
+        found = again.result("padded")
+        assert len(found) == size and found[-2] == expected[-2] and sum(sizes) < width + 2000, sizes
+    records = _settled_records(session, again.id, timeout=30)
+    assert sum(r["state"] == "cached" for r in records) == size + 3
+
+    with toppipe.connect("local") as other:  # another notebook: from the cache, read by a worker
+        attached = other.run(run.id).wait(timeout=60)
+        with received(other.client) as sizes:
+            found = attached.result("padded")
+            assert len(found) == size and sum(sizes) == 0, sizes
+            assert found[5] == expected[5] and found[-1] == expected[-1] and sum(sizes) < 2 * width + 1000, sizes
+            assert found[2990:] == expected[2990:] and "<MapResults of padded: 3000 elements [(0, " in repr(found)

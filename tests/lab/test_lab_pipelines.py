@@ -5,6 +5,8 @@ one of its workers being killed, with the retry in its record."""
 from __future__ import annotations
 
 import os
+import secrets
+import textwrap
 import time
 from pathlib import Path
 
@@ -77,26 +79,47 @@ def test_the_records_are_in_postgresql(session):
     assert Path(session.record["results"]).parts[:3] == ("/", "srv", "toppipe-lab")
 
 
-def test_an_edited_project_module_reaches_the_workers_through_lsyncd(session, tmp_path):
-    """Saved on the desktop, synced to the shared folder, used by the next run within 2 s."""
-    import secrets
+def test_a_map_runs_element_by_element_on_slurm_workers_then_all_from_the_cache(session, tmp_path):
+    """Issue 16 on the lab: a map over 2,000 elements on two Slurm workers, every element right and
+    recorded on a Slurm job; the same run again computes nothing."""
+    size = 2_000
+    path = tmp_path / "pipelines" / "wide_slurm.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent(f"""
+        from toppipe.pipeline import task
 
-    project = Path(session.record["project_local"])
-    name = f"toppipe_probe_{secrets.token_hex(4)}"
-    module = project / f"{name}.py"
-    pipeline_file = tmp_path / "pipelines" / "probe.py"
-    pipeline_file.parent.mkdir(parents=True)
-    pipeline_file.write_text(f"from toppipe.pipeline import task\nimport {name}\n\n@task\ndef value():\n    return {name}.VALUE\n")
+        @task
+        def items(n=10, token=""):
+            return list(range(n))
+
+        @task(map="items")
+        def cubed(items):
+            return items ** 3
+
+        @task
+        def total(cubed):
+            return sum(cubed)
+        """))
+    token = secrets.token_hex(4)  # a run of its own: nothing in the cache yet
+    session.scale(2, on="slurm")
     try:
-        module.write_text("VALUE = 1\n")
-        time.sleep(1.0)  # lsyncd: 0.3 s delay, then rsync over its ssh master
-        pipeline = session.load(pipeline_file)
-        assert pipeline.run(on="hosts", force=True).wait(timeout=60).result("value") == 1
-        module.write_text("VALUE = 2\n")
-        saved = time.monotonic()
-        time.sleep(1.0)
-        result = pipeline.run(on="hosts", force=True).wait(timeout=60).result("value")
-        elapsed = time.monotonic() - saved
-        assert result == 2 and elapsed < 2.0, (result, elapsed)
+        deadline = time.monotonic() + 180
+        while sum(1 for w in session.workers() if w.slurm_job) < 2:
+            assert time.monotonic() < deadline, f"two Slurm workers did not join: {session.workers()}"
+            time.sleep(0.5)
+        pipeline = session.load(path)
+        first = pipeline.run(on="slurm", params={"n": size, "token": token})
+        assert first.wait(timeout=600).result("total") == sum(i**3 for i in range(size))
+        deadline = time.monotonic() + 30  # the agent writes the records in batches
+        while len(elements := [r for r in first.records() if r["name"].startswith("cubed[") and r["state"] == "done"]) < size:
+            assert time.monotonic() < deadline, f"{len(elements)} of {size} elements recorded done"
+            time.sleep(0.2)
+        assert all(r["slurm_job"] for r in elements), [r for r in elements if not r["slurm_job"]][:3]
+        again = pipeline.run(on="slurm", params={"n": size, "token": token})
+        assert again.wait(timeout=300).result("total") == sum(i**3 for i in range(size))
+        deadline = time.monotonic() + 30
+        while (states := {r["state"] for r in again.records()}) != {"cached"}:
+            assert time.monotonic() < deadline, f"a fully cached run computed something: {states}"
+            time.sleep(0.2)
     finally:
-        module.unlink(missing_ok=True)
+        session.scale(0, on="slurm")

@@ -8,6 +8,7 @@ replace them, and the result is still right.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 
@@ -29,7 +30,9 @@ def inventory(tmp_path_factory):
     settings_file = folder / "group_vars" / "all.yml"
     data = yaml.safe_load(settings_file.read_text())
     settings = data["toppipe"]
-    settings.update(site=SITE, ports={"scheduler": 8796, "dashboard": 8797, "jupyter": 8899})
+    # ports of its own: the run's shared lab site is up beside it
+    settings.update(site=SITE, ports={**settings.get("ports", {}), "scheduler": 8796, "dashboard": 8797, "jupyter": 8899,
+                                      "postgres": 5442, "redis": 6389, "app": 8061})
     settings["workers"]["per_host"] = 0  # Slurm workers only
     settings["slurm"]["walltime"] = "00:01:30"
     settings["paths"]["project"] = str(REPO)
@@ -40,13 +43,13 @@ def inventory(tmp_path_factory):
 @pytest.fixture(scope="module")
 def session(lab, inventory, tmp_path_factory):
     state = tmp_path_factory.mktemp("wallstate")
-    up = run_deploy("up", str(inventory), "--no-check", state_dir=state, timeout=900)
-    assert up.code == 0, up.stdout + up.stderr
     old = os.environ.get("TOPPIPE_STATE_DIR")
-    os.environ["TOPPIPE_STATE_DIR"] = str(state)
     import toppipe
 
-    try:
+    try:  # down also after a failed up: what it started must not outlive the test
+        up = run_deploy("up", str(inventory), "--no-check", state_dir=state, timeout=900)
+        assert up.code == 0, up.stdout + up.stderr
+        os.environ["TOPPIPE_STATE_DIR"] = str(state)
         with toppipe.connect(SITE) as session:
             yield session
     finally:
@@ -74,3 +77,52 @@ def test_computation_outlives_the_walltime_of_its_workers(session):
     jobs = {job for _, job in results}
     assert jobs - first_jobs, f"no replacement job did any work: {jobs}"
     assert len(jobs) >= 3
+
+
+MAP_PIPELINE = """
+import os, time
+from toppipe.pipeline import task
+
+@task
+def items(n=10, folder=""):
+    return [(i, folder) for i in range(n)]
+
+@task(map="items")
+def slow_cube(items):
+    i, folder = items
+    time.sleep(3)
+    with open(os.path.join(folder, str(i)), "a") as marks:  # one mark per computation of element i
+        marks.write("x")
+    return i ** 3
+
+@task
+def total(slow_cube):
+    return sum(slow_cube)
+"""
+
+
+def test_a_map_across_the_walltime_loses_no_finished_element_and_computes_none_twice(lab, session, tmp_path):
+    """Issue 16: Slurm workers that reach their walltime in the middle of a map: every element is
+    computed exactly once (a mark per computation, on the shared folder), the result is right."""
+    size = 70
+    folder = f"{lab.data['shared_path']}/{SITE}/marks-{secrets.token_hex(4)}"
+    lab.ssh("login", f"mkdir -p {folder}")
+    path = tmp_path / "pipelines" / "across_walltime.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(MAP_PIPELINE)
+    session.scale(2, on="slurm")
+    session.wait_for_workers(2, timeout=120)
+    first_jobs = {w.slurm_job for w in session.workers()}
+    try:
+        started = time.monotonic()
+        run = session.load(path).run(on="slurm", params={"n": size, "folder": folder})
+        assert run.wait(timeout=600).result("total") == sum(i**3 for i in range(size))
+        assert time.monotonic() - started > WALLTIME_SECONDS  # it did outlive the first jobs
+        marks = lab.ssh("login", f"cd {folder} && for f in *; do echo $f $(wc -c < $f); done").stdout.split("\n")
+        counts = {int(name): int(n) for name, n in (line.split() for line in marks if line.strip())}
+        assert sorted(counts) == list(range(size)), sorted(counts)
+        assert {i: n for i, n in counts.items() if n != 1} == {}, "elements computed more than once"
+        jobs = {r["slurm_job"] for r in run.records() if r["name"].startswith("slow_cube[")}
+        assert jobs - first_jobs, f"no replacement job computed an element: {jobs}"
+    finally:
+        lab.ssh("login", f"rm -rf {folder}", check=False)

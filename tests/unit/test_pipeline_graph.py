@@ -157,6 +157,11 @@ def test_select_only_a_task_or_it_and_everything_downstream():
         pipeline.select(only="nope")
     with pytest.raises(PipelineError, match="not both"):
         pipeline.select(only="raw", downstream_of="raw")
+    assert pipeline.select(only=["summary", "cleaned"]) == ["cleaned", "summary"]
+    with pytest.raises(PipelineError, match=r"has no task 'nope'"):
+        pipeline.select(only=["cleaned", "nope"])
+    with pytest.raises(PipelineError, match=r"only= takes a task name or a list of them, not 3"):
+        pipeline.select(only=3)
 
 
 def test_a_task_added_from_a_notebook_joins_the_graph():
@@ -172,11 +177,17 @@ def test_a_task_added_from_a_notebook_joins_the_graph():
     def plot(cleaned):  # noqa: F811 - the cell is edited and run again
         return cleaned
 
-    with pytest.raises(PipelineError, match=r"pipeline 'demo' already has a task 'plot'; pass replace=True"):
-        pipeline.add(plot)
-    assert pipeline.tasks["plot"].inputs == ("summary",)
-    pipeline.add(plot, replace=True)
+    pipeline.add(plot)  # the notebook's own task: replaced
     assert pipeline.tasks["plot"].inputs == ("cleaned",) and list(pipeline.tasks)[-1] == "plot"
+
+    def raw():  # clashes with a task the pipeline was made with
+        return []
+
+    with pytest.raises(PipelineError, match=r"pipeline 'demo' already has a task 'raw'; rename yours .* replace=True"):
+        pipeline.add(raw)
+    assert pipeline.tasks["raw"].func is not raw
+    pipeline.add(raw, replace=True)
+    assert pipeline.tasks["raw"].func is raw
 
 
 def test_a_failed_add_leaves_the_pipeline_as_it_was():
@@ -390,3 +401,22 @@ def test_value_hash_is_canonical_for_plain_data_and_pickles_the_rest():
     assert value_hash({1: "a"}) != value_hash({"1": "a"})
     with pytest.raises(PipelineError, match="cannot hash a parameter value of type function"):
         value_hash(lambda: 0)
+
+
+def test_a_cell_run_again_replaces_its_task_and_a_clash_with_the_file_names_it(tmp_path):
+    path = tmp_path / "clean.py"
+    path.write_text("from toppipe.pipeline import task\n\n@task\ndef raw():\n    return [1]\n")
+    pipeline = load(path)
+
+    def plot(raw):
+        return raw
+
+    pipeline.add(plot)
+    pipeline.add(plot)  # the cell, run again
+    assert pipeline.order() == ["raw", "plot"]
+
+    def raw():
+        return [2]
+
+    with pytest.raises(PipelineError, match=rf"already has a task 'raw' in {path}; rename yours"):
+        pipeline.add(raw)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from toppipe.pipeline import Pipeline, PipelineError, TaskFailed, load, task
-from toppipe.pipeline.execute import TaskCall, refresh_project, remember_project_modules, result_path, run_task
+from toppipe.pipeline.cache import result_path
+from toppipe.pipeline.execute import TaskCall, refresh_project, remember_project_modules, run_task
 from toppipe.pipeline.progress import line
 from toppipe.pipeline.runs import cache_keys, effective_params, needed
 from toppipe.recorder import RunRecorder
@@ -79,11 +81,11 @@ def test_the_executor_caches_and_forces(tmp_path):
         return log.read_text() if log.exists() else ""
 
     call = TaskCall(run="r", task="t", payload=cloudpickle.dumps(counted), key="ab" * 16, params={"n": 5}, results=str(tmp_path))
-    assert run_task(call) == 10 and run_task(call) == 10
-    assert len(calls()) == 1 and (tmp_path / "ab" / f"{'ab' * 16}.pkl").is_file()
-    assert result_path(str(tmp_path), "ab" * 16).endswith(".pkl")
+    first, second = run_task(call), run_task(call)
+    assert first.value == 10 and second == first
+    assert len(calls()) == 1 and Path(result_path(str(tmp_path), first.key)).is_file()
     forced = TaskCall(**{**call.__dict__, "force": True})
-    run_task(forced)
+    assert run_task(forced) == first
     assert len(calls()) == 2
 
 
@@ -127,7 +129,7 @@ def test_refresh_project_reloads_a_changed_module(tmp_path):
 def test_the_recorder_ends_a_run_when_its_last_task_settles(tmp_path):
     url = f"sqlite:///{tmp_path}/records.sqlite"
     init(url)
-    recorder = RunRecorder(url)
+    recorder = RunRecorder(url, tmp_path / "spool")
     recorder.log_event("toppipe-run", {"run": "r1", "state": "started", "pipeline": "p", "tasks": ["a", "b"], "time": 1.0})
     for task_name, state in (("a", "running"), ("a", "running"), ("a", "done"), ("b", "running"), ("b", "cached")):
         recorder.log_event("toppipe-task", {"run": "r1", "task": task_name, "state": state, "time": 2.0, "host": "h"})

@@ -13,11 +13,13 @@
     run = pipeline.run(on="slurm")         # returns at once; run.progress(), run.wait(), run.result("cleaned")
 
 The graph (graph, loader, hashing, render) is pure Python; ``runs`` and
-``execute`` run it on a site's workers, ``progress`` shows a run.
+``execute`` run it on a site's workers, ``progress`` shows a run, ``elements``
+fetches a mapped task's results lazily (:class:`MapResults`).
 """
 
+from toppipe.pipeline.elements import MapResults
 from toppipe.pipeline.execute import TaskFailed, project_path
 from toppipe.pipeline.graph import REQUIRED, Pipeline, PipelineError, Task, task
 from toppipe.pipeline.loader import load
 
-__all__ = ["REQUIRED", "Pipeline", "PipelineError", "Task", "TaskFailed", "load", "project_path", "task"]
+__all__ = ["REQUIRED", "MapResults", "Pipeline", "PipelineError", "Task", "TaskFailed", "load", "project_path", "task"]

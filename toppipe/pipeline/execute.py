@@ -1,27 +1,31 @@
 """What runs on a worker for one task of a run: the result cache, the user's
 project code, and the events the site agent records.
 
-A task's result is kept under ``<results>/<key[:2]>/<key>.pkl`` (the shared
-filesystem on sites that have one), where the key hashes the task's code, its
-params and its inputs' keys (:func:`toppipe.pipeline.runs.cache_keys`): the
-same key means the same result, so it is loaded instead of computed, unless
-the run says ``force``. The user's project folder (kept in sync by lsyncd) is
-put on ``sys.path``, and modules of it that changed on disk since they were
-imported are reloaded first, so an edited helper takes effect at the next
-run without restarting a worker.
+A task's result is looked up in the cache (:mod:`toppipe.pipeline.cache`) by
+its key (code, project modules, params: made on the client) and its inputs'
+result keys, and is valid while every file it read still has its digest
+(:mod:`toppipe.pipeline.reads`). Else it is computed, once the synced copies of
+the project modules it uses are the versions its key names
+(:mod:`toppipe.pipeline.sources`), and kept under a result key that names what
+it was computed from. The user's project folder (kept in sync by lsyncd) is
+put on ``sys.path``; modules of it that changed since they were imported are
+reloaded first, so an edited helper takes effect at the next run without
+restarting a worker.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import reprlib
 import socket
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
+
+from toppipe.pipeline import cache, reads, sources, timeouts
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,19 @@ class TaskCall:
     project: str | None = None
     force: bool = False
     source: tuple[str, str] | None = None  # (file, text) the function was defined in, for its traceback
+    uses: tuple[sources.ModuleUse, ...] = ()  # the project modules in the key, dependencies first
+    retries: int = 0  # runs again (recorded as another attempt) up to this many times when it raises
+    on_error: str = "fail"  # or "continue": a failed element of a map is left out (see fanout)
+    timeout: float | None = None  # seconds an attempt may run (see timeouts)
+    map: str | None = None  # the input a map's element takes one element of (shown first when it fails)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A task's value with its result key, which the tasks after it put in their own."""
+
+    value: Any
+    key: str
 
 
 def source_of(func) -> tuple[str, str] | None:
@@ -58,27 +75,62 @@ def remote_traceback(error: BaseException, source: tuple[str, str] | None) -> st
     cloudpickle names the file of every function it sends by value
     ``<dynamic-code>``: the client's text is shown under the client's file name.
     """
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):  # from the task's frame on
+        tb = tb.tb_next
+    _show_source(source)
+    return _client_names("".join(traceback.format_exception(type(error), error, tb)), source)
+
+
+_MARKER = "<dynamic-code>"
+#: Frames of this package (run_task, the timeout's wrapper) come before the task's own.
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _show_source(source: tuple[str, str] | None) -> None:
+    """Let tracebacks read the lines of a function sent by value (file ``<dynamic-code>``)."""
     import linecache
 
-    marker = "<dynamic-code>"
     if source is not None:
-        linecache.cache[marker] = (len(source[1]), None, source[1].splitlines(keepends=True), marker)
-    tb = error.__traceback__.tb_next if error.__traceback__ is not None else None  # from the task's frame on
-    text = "".join(traceback.format_exception(type(error), error, tb))
-    return text.replace(f'File "{marker}"', f'File "{source[0]}"') if source is not None else text
+        linecache.cache[_MARKER] = (len(source[1]), None, source[1].splitlines(keepends=True), _MARKER)
+
+
+def _client_names(text: str, source: tuple[str, str] | None) -> str:
+    """*text* (a traceback) with the client's file name for ``<dynamic-code>``."""
+    return text.replace(f'File "{_MARKER}"', f'File "{source[0]}"') if source is not None else text
+
+
+#: The most characters a failed task's inputs are shown with (records, ``run.failed()``).
+INPUT_LIMIT = 200
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 80
+_short.maxlist = _short.maxtuple = _short.maxset = _short.maxdict = 8
+_short.maxlevel = 3
+
+
+def short_inputs(values: dict[str, Any], params: dict[str, Any], first: str | None = None) -> str:
+    """``name=value, ...``: *first* (a map's element) then the other inputs and params, each value
+    shortened by :mod:`reprlib` and the whole at most INPUT_LIMIT characters."""
+    parts = []
+    for name, value in sorted({**values, **params}.items(), key=lambda item: item[0] != first):
+        parts.append(f"{name}={_short.repr(value)}")  # (a __repr__ that raises shows as <Type instance at ...>)
+    joined = ", ".join(parts)
+    return joined if len(joined) <= INPUT_LIMIT else joined[: INPUT_LIMIT - 3] + "..."
 
 
 class TaskFailed(Exception):
-    """A task raised: its name, where it ran, and the remote traceback."""
+    """A task raised: its name, where it ran, the remote traceback, and its inputs (shortened)."""
 
-    def __init__(self, run: str, task: str, host: str, slurm_job: str | None, error: str, remote_traceback: str):
-        super().__init__(run, task, host, slurm_job, error, remote_traceback)
+    def __init__(self, run: str, task: str, host: str, slurm_job: str | None, error: str, remote_traceback: str,
+                 inputs: str | None = None):  # fmt: skip
+        super().__init__(run, task, host, slurm_job, error, remote_traceback, inputs)
         self.run, self.task, self.host, self.slurm_job = run, task, host, slurm_job
-        self.error, self.remote_traceback = error, remote_traceback
+        self.error, self.remote_traceback, self.inputs = error, remote_traceback, inputs
 
     def __str__(self) -> str:
         where = self.host + (f", Slurm job {self.slurm_job}" if self.slurm_job else "")
-        return f"task {self.task} failed on {where}: {self.error}\n--- remote traceback ---\n{self.remote_traceback}"
+        given = f"\ninputs: {self.inputs}" if self.inputs else ""
+        return f"task {self.task} failed on {where}: {self.error}{given}\n--- remote traceback ---\n{self.remote_traceback}"
 
 
 _project: str | None = None
@@ -86,12 +138,12 @@ _project: str | None = None
 
 def project_path(*parts: str) -> str:
     """A path in the user's project as the running task sees it (the synced copy on
-    workers, the folder itself on the client); relative to the working folder outside a run."""
-    return os.path.join(_project or os.getcwd(), *parts)
-
-
-def result_path(results: str, key: str) -> str:
-    return os.path.join(results, key[:2], f"{key}.pkl")
+    workers, the folder itself on the client); relative to the working folder outside a run.
+    Inside a task, what it names counts as read (:func:`toppipe.pipeline.reads.track`)."""
+    path = os.path.join(_project or os.getcwd(), *parts)
+    if parts and not any(c in path for c in "*?["):
+        reads.track(path)
+    return path
 
 
 def _event(call: TaskCall, state: str, **extra) -> None:
@@ -107,7 +159,7 @@ def _event(call: TaskCall, state: str, **extra) -> None:
 
 _imported_at: dict[str, int] = {}
 #: The loader's module names (toppipe.pipeline.loader.module_name_for): not importable, never reloaded.
-PIPELINE_MODULES = "toppipe_pipeline_"
+PIPELINE_MODULES = sources.PIPELINE_MODULES
 
 
 class _ProjectModules:
@@ -175,52 +227,66 @@ def refresh_project(project: str | None) -> list[str]:
     return reloaded
 
 
-def _load(path: str):
-    import cloudpickle
-
-    with open(path, "rb") as handle:
-        return cloudpickle.load(handle)
-
-
-def _store(path: str, value) -> None:
-    """Write *value* whole or not at all (a temporary file renamed into place)."""
-    import cloudpickle
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            cloudpickle.dump(value, out)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def cached(call: TaskCall, snapshot: reads.Snapshot | None, input_keys: dict[str, str]) -> TaskResult | None:
+    """The kept result of *call* from these inputs, recorded ``cached``; None if there is none (or force)."""
+    if not call.results or call.force:
+        return None
+    hit = cache.lookup(call.results, call.key, input_keys, lambda read: reads.still_valid(read, call.project, snapshot))
+    if hit is None:
+        return None
+    _event(call, "cached", result_key=hit[0])
+    return TaskResult(hit[1], hit[0])
 
 
-def run_task(call: TaskCall, **inputs):
-    """Run one task (or load its cached result); inputs arrive as keyword arguments."""
+def run_task(call: TaskCall, snapshot: reads.Snapshot | None = None, **inputs) -> TaskResult:
+    """Run one task (or load its cached result); inputs arrive as keyword arguments (TaskResults).
+
+    *snapshot* is the client's project at the start of the run, where workers see a synced copy.
+    """
     global _project
     _project = call.project
     host, job = socket.gethostname(), os.environ.get("SLURM_JOB_ID") or None
     _event(call, "running", host=host, slurm_job=job)
-    path = result_path(call.results, call.key) if call.results else None
+    values = {name: found.value for name, found in inputs.items()}
+    input_keys = {name: found.key for name, found in inputs.items()}
     refresh_project(call.project)
-    if path and not call.force and os.path.exists(path):
-        value = _load(path)
-        _event(call, "cached")
-        return value
-    try:
-        import cloudpickle
+    hit = cached(call, snapshot, input_keys)
+    if hit is not None:
+        return hit
+    untracked = (call.results,) if call.results else ()
+    if call.timeout is not None:
+        _show_source(call.source)  # a timed-out body's stack shows its lines
+    for attempt in range(call.retries + 1):
+        try:
+            sources.sync_modules(call.uses, call.project)
+            import cloudpickle
 
-        value = cloudpickle.loads(call.payload)(**inputs, **call.params)
-    except Exception as error:
-        text = remote_traceback(error, call.source)
-        message = f"{type(error).__name__}: {error}"
-        _event(call, "failed", error=message, traceback=text)
-        raise TaskFailed(call.run, call.task, host, job, message, text) from None
-    finally:
-        remember_project_modules(call.project)
-    if path:
-        _store(path, value)
-    _event(call, "done")
-    return value
+            func = cloudpickle.loads(call.payload)
+
+            def body(func=func):
+                with reads.tracking(call.project, snapshot, untracked) as reading:
+                    return func(**values, **call.params), reading
+
+            value, seen = timeouts.call_within(body, call.timeout, call.task)
+            break
+        except Exception as error:
+            if isinstance(error, reads.OutOfSync):
+                text, message = "", str(error)
+            elif isinstance(error, timeouts.TaskTimeout):
+                text, message = _client_names(error.stack, call.source), f"TaskTimeout: {error}"
+            else:
+                text, message = remote_traceback(error, call.source), f"{type(error).__name__}: {error}"
+            if attempt == call.retries or isinstance(error, reads.OutOfSync):
+                given = short_inputs(values, call.params, call.map)
+                _event(call, "failed", error=message, traceback=text, inputs=given)
+                raise TaskFailed(call.run, call.task, host, job, message, text, given) from None
+            _event(call, "running", host=host, slurm_job=job, retry=attempt + 1, error=message)  # another attempt
+        finally:
+            remember_project_modules(call.project)
+    manifest = seen.manifest()
+    if call.results and manifest is not None:
+        found = cache.store(call.results, call.key, input_keys, manifest, value)
+    else:  # not kept: a file it read changed while it ran, or there is no cache
+        found = cache.result_key(call.key, input_keys, manifest or {"changed": ",".join(seen.changed)})
+    _event(call, "done", result_key=found)
+    return TaskResult(value, found)

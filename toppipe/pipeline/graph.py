@@ -9,6 +9,7 @@ time it changes, so a bad edge or a cycle is reported where it was made.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -41,17 +42,32 @@ class TaskOptions:
 
     name: str | None = None
     after: tuple[str, ...] = ()
+    map: str | None = None
+    retries: int = 0
+    on_error: str = "fail"
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
 class Task:
-    """One node: *inputs* pass results, *after* only orders, *params* are the rest."""
+    """One node: *inputs* pass results, *after* only orders, *params* are the rest.
+
+    A task with *map* runs once per element of that input's result (each element its own
+    dask task and cache key); its result is the list of theirs, in order. A task (or an element)
+    that raises, or runs longer than *timeout* seconds, runs again up to *retries* times; an element
+    that still fails fails the run, or with ``on_error="continue"`` is left out of the list (and listed
+    by ``run.failed()``).
+    """
 
     name: str
     func: Callable[..., Any] = field(repr=False)
     inputs: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    map: str | None = None
+    retries: int = 0
+    on_error: str = "fail"
+    timeout: float | None = None
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -65,9 +81,26 @@ def _from_file(task: Task, source) -> bool:
     return code is not None and Path(code.co_filename) == Path(source)
 
 
-def task(func: Callable | None = None, /, *, after: str | Iterable[str] = (), name: str | None = None):
-    """Mark *func* as a task, as ``@task`` or ``@task(after=[...], name=...)``; returns it unchanged."""
-    options = TaskOptions(name=name, after=_names(after))
+def task(func: Callable | None = None, /, *, after: str | Iterable[str] = (), name: str | None = None,
+         map: str | None = None, retries: int = 0, on_error: str = "fail", timeout: float | None = None):
+    """Mark *func* as a task, as ``@task`` or ``@task(after=[...], name=..., map=..., retries=...)``;
+    returns it unchanged.
+
+    ``map="files"`` runs the task once per element of the input ``files`` (its parameter of that
+    name receives one element); a task taking a mapped task's result gets the list, in order,
+    and a map over a mapped task goes element by element (no collect in between). ``retries=2``
+    runs a task (each element of a map on its own) up to twice more when it raises; ``timeout=60``
+    fails an attempt (of the task, or of one element) that runs longer than 60 seconds
+    (:mod:`toppipe.pipeline.timeouts`).
+    """
+    if map is not None and not isinstance(map, str):
+        raise PipelineError(f"map= takes the name of one input (a string), not {map!r}")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise PipelineError(f"retries= takes a count (0 or more), not {retries!r}")
+    if on_error not in ("fail", "continue"):
+        raise PipelineError(f"on_error= is 'fail' or 'continue' (a failed element left out), not {on_error!r}")
+    options = TaskOptions(name=name, after=_names(after), map=map, retries=retries, on_error=on_error,
+                          timeout=_seconds(timeout))  # fmt: skip
 
     def mark(target: Callable) -> Callable:
         if not callable(target):
@@ -83,6 +116,10 @@ class _Declared:
     func: Callable[..., Any]
     after: tuple[str, ...]
     parameters: tuple[tuple[str, Any], ...]
+    map: str | None = None
+    retries: int = 0
+    on_error: str = "fail"
+    timeout: float | None = None
 
 
 class Pipeline:
@@ -94,7 +131,7 @@ class Pipeline:
     def run(self, on: str = "hosts", *, only=None, downstream_of=None, params=None, force: bool = False, session=None):
         """Start a run on the site's workers (``hosts`` or ``slurm``) or here (``local``); returns a Run at once.
 
-        ``only`` runs one task (its inputs from the cache), ``downstream_of`` a task
+        ``only`` runs a task or a list of them (their inputs from the cache), ``downstream_of`` a task
         and everything after it. A pipeline loaded from a file is read again
         first when the file changed since, keeping tasks added in the notebook.
         """
@@ -117,6 +154,7 @@ class Pipeline:
                 fresh.add(task.func, after=task.after, name=name)
         fresh.session = self.session
         self._tasks, self._order, self._declared = fresh._tasks, fresh._order, fresh._declared
+        self._added = fresh._added
         self._loaded_mtime = fresh._loaded_mtime
         return self
 
@@ -153,6 +191,7 @@ class Pipeline:
             declared[task_name] = entry
         self._tasks, self._order = self._resolve(declared)
         self._declared = declared
+        self._added: set[str] = set()  # tasks added after the pipeline was made (notebook cells)
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -161,23 +200,32 @@ class Pipeline:
 
     def add(self, func_or_task: Callable | Task, *, after: str | Iterable[str] = (), name: str | None = None,
             replace: bool = False) -> Task:
-        """Add a task (``after`` adds to any ``@task(after=...)``); a replaced task keeps its place."""
+        """Add a task (``after`` adds to any ``@task(after=...)``); a replaced task keeps its place.
+
+        A task added here before is replaced (a notebook cell run again); one the pipeline was
+        made with (its file's) is replaced only with ``replace=True``.
+        """
         task_name, entry = self._declare(func_or_task, _names(after), name)
-        if task_name in self._declared and not replace:
+        if task_name in self._declared and task_name not in self._added and not replace:
+            where = f" in {self.source}" if self.source else ""
             raise PipelineError(
-                f"pipeline {self.name!r} already has a task {task_name!r}; pass replace=True to replace it"
+                f"pipeline {self.name!r} already has a task {task_name!r}{where}; rename yours with"
+                " @task(name=...) or pass replace=True to replace it"
             )
         declared = {**self._declared, task_name: entry}
         self._tasks, self._order = self._resolve(declared)  # raises before anything changes
         self._declared = declared
+        self._added.add(task_name)
         return self._tasks[task_name]
 
     def task(self, func: Callable | None = None, /, *, after: str | Iterable[str] = (), name: str | None = None,
-             replace: bool = False):
+             map: str | None = None, retries: int = 0, on_error: str = "fail", timeout: float | None = None,
+             replace: bool = False):  # fmt: skip
         """``@pipeline.task`` or ``@pipeline.task(...)``: mark *func* and add it here."""
 
         def add(target: Callable) -> Callable:
-            self.add(task(target, after=after, name=name), replace=replace)
+            self.add(task(target, after=after, name=name, map=map, retries=retries, on_error=on_error, timeout=timeout),
+                     replace=replace)  # fmt: skip
             return target
 
         return add if func is None else add(func)
@@ -200,13 +248,16 @@ class Pipeline:
         self._known(name)
         return ordering.reach(name, lambda n: [t.name for t in self._tasks.values() if n in t.upstream])
 
-    def select(self, only: str | None = None, downstream_of: str | None = None) -> list[str]:
-        """The tasks to run, in order: all, ``only`` that one, or ``downstream_of`` it and its dependents."""
+    def select(self, only: str | Iterable[str] | None = None, downstream_of: str | None = None) -> list[str]:
+        """The tasks to run, in order: all, ``only`` those (a name or a list), or ``downstream_of``
+        a task and its dependents."""
         if only is not None and downstream_of is not None:
             raise PipelineError(f"pipeline {self.name!r}: pass only= or downstream_of=, not both")
         if only is not None:
-            self._known(only)
-            return [only]
+            chosen = _task_names(only, "only")
+            for name in chosen:
+                self._known(name)
+            return [name for name in self._order if name in chosen]
         if downstream_of is not None:
             chosen = self.downstream(downstream_of) | {downstream_of}
             return [name for name in self._order if name in chosen]
@@ -234,7 +285,8 @@ class Pipeline:
 
     def _declare(self, item: Callable | Task, after: tuple[str, ...], name: str | None) -> tuple[str, _Declared]:
         if isinstance(item, Task):
-            func, options = item.func, TaskOptions(item.name, item.after)
+            func, options = item.func, TaskOptions(item.name, item.after, item.map, item.retries, item.on_error,
+                                                   _seconds(item.timeout))  # fmt: skip
         elif callable(item):
             func, options = item, getattr(item, "__toppipe_task__", None) or TaskOptions()
         else:
@@ -245,7 +297,8 @@ class Pipeline:
                 f"pipeline {self.name!r}: task name {task_name!r} is not a Python identifier; pass name=..."
             )
         waits = tuple(dict.fromkeys(options.after + after))
-        return task_name, _Declared(func, waits, _parameters(func, self.name, task_name))
+        return task_name, _Declared(func, waits, _parameters(func, self.name, task_name), options.map, options.retries,
+                                    options.on_error, options.timeout)  # fmt: skip
 
     def _resolve(self, declared: dict[str, _Declared]) -> tuple[dict[str, Task], list[str]]:
         """Tasks with inputs resolved against *declared*, and their order; raises if the graph is bad."""
@@ -253,7 +306,20 @@ class Pipeline:
         for name, entry in declared.items():
             inputs = tuple(p for p, _ in entry.parameters if p in declared and p != name)
             params = {p: default for p, default in entry.parameters if p not in inputs}
-            tasks[name] = Task(name, entry.func, inputs, entry.after, MappingProxyType(params))
+            tasks[name] = Task(name, entry.func, inputs, entry.after, MappingProxyType(params), entry.map, entry.retries,
+                               entry.on_error, entry.timeout)  # fmt: skip
+        for found in tasks.values():
+            if found.map is not None and found.map not in found.inputs:
+                raise PipelineError(
+                    f"pipeline {self.name!r}: task {found.name!r} maps over {found.map!r}, which is not one of its"
+                    f" inputs ({', '.join(found.inputs) or 'none'}); name a task it takes as a parameter"
+                )
+            for other in found.inputs:
+                if found.map is not None and other != found.map and declared[other].map is not None:
+                    raise PipelineError(
+                        f"pipeline {self.name!r}: task {found.name!r} takes the mapped task {other!r} beside its"
+                        f" map over {found.map!r}; map over {other!r} instead, or collect it in a task first"
+                    )
         for found in tasks.values():
             for waited in found.after:
                 if waited == found.name:
@@ -284,6 +350,23 @@ def _names(value: str | Iterable[str]) -> tuple[str, ...]:
     if not all(isinstance(name, str) for name in names):
         raise PipelineError(f"after= takes task names (strings), not {value!r}")
     return names
+
+
+def _seconds(timeout) -> float | None:
+    """``timeout=`` as seconds (None: no timeout); a PipelineError unless it is a number above 0."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise PipelineError(f"timeout= takes seconds (a number above 0), not {timeout!r}")
+    return float(timeout)
+
+
+def _task_names(value, option: str) -> set[str]:
+    """The task names *value* gives (one name or several): a PipelineError for anything else."""
+    names = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple, set, frozenset)) else None
+    if not names or not all(isinstance(name, str) for name in names):
+        raise PipelineError(f"{option}= takes a task name or a list of them, not {value!r}")
+    return set(names)
 
 
 def _parameters(func: Callable, pipeline: str, name: str) -> tuple[tuple[str, Any], ...]:

@@ -9,7 +9,7 @@ import time
 
 from toppipe.pipeline.render import PALETTE
 
-ORDER = ("done", "cached", "running", "pending", "failed", "cancelled")
+ORDER = ("done", "cached", "running", "pending", "failed", "cancelled", "interrupted")
 
 
 def counts(states: dict[str, str]) -> dict[str, int]:
@@ -23,7 +23,7 @@ def line(run_id: str, states: dict[str, str], width: int = 30) -> str:
     """``run X [#####.....] 5/10 (done 4, cached 1, running 2, failed 0)``"""
     n = counts(states)
     total = max(len(states), 1)
-    finished = n["done"] + n["cached"] + n["failed"] + n["cancelled"]
+    finished = n["done"] + n["cached"] + n["failed"] + n["cancelled"] + n["interrupted"]
     filled = round(width * finished / total)
     detail = ", ".join(f"{state} {n[state]}" for state in ORDER if n[state] or state in ("done", "failed"))
     return f"run {run_id} [{'#' * filled}{'.' * (width - filled)}] {finished}/{len(states)} ({detail})"
@@ -63,7 +63,7 @@ def show_progress(run, interval: float = 0.5, timeout: float | None = None) -> d
         handle = display(HTML(bar_html(run.id, run.pipeline, run.status())), display_id=True)
     while True:
         states = run.status()
-        settled = all(s in ("done", "cached", "failed", "cancelled") for s in states.values())
+        settled = all(s in ("done", "cached", "failed", "cancelled", "interrupted") for s in states.values())
         if handle is not None:
             from IPython.display import HTML
 

@@ -15,21 +15,25 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from toppipe.pipeline.execute import TaskCall, TaskFailed, run_task, source_of
+from toppipe import interruptions
+from toppipe.pipeline import cache, elements, fanout, sources
+from toppipe.pipeline.elements import MapResults
+from toppipe.pipeline.execute import TaskCall, TaskFailed, TaskResult, run_task, source_of
 from toppipe.pipeline.graph import REQUIRED, Pipeline, PipelineError
 from toppipe.pipeline.hashing import code_hash, value_hash
 from toppipe.pipeline.progress import show_progress
+from toppipe.pipeline.reads import Snapshot
+from toppipe.pipeline.sources import ModuleUse
 
 #: Worker resource each kind of placement asks for (see roles/workers and toppipe.agent).
 PLACEMENT = {"hosts": {"host": 1}, "slurm": {"slurm": 1}}
-SETTLED = {"done", "cached", "failed", "cancelled"}
+SETTLED = {"done", "cached", "failed", "cancelled", "interrupted"}
 
 
 def effective_params(pipeline: Pipeline, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -44,45 +48,27 @@ def effective_params(pipeline: Pipeline, name: str, params: dict[str, Any]) -> d
     return found
 
 
-def project_modules_used(func, project: str | None, hashes: dict[str, str] | None = None) -> dict[str, str]:
-    """The project's modules *func* uses (by a global name: a module, or a function or class
-    of one), each with the hash of its file as it is on disk now (what workers will import).
-    *hashes* (path -> hash) lets the tasks of one run share the hashing of each file."""
-    if not project:
-        return {}
-    hashes = {} if hashes is None else hashes
-    root = str(Path(project).resolve()) + "/"
-    names, stack = set(), [getattr(func, "__code__", None)]
-    while stack:
-        code = stack.pop()
-        if code is not None:
-            names |= set(code.co_names)
-            stack += [c for c in code.co_consts if hasattr(c, "co_names")]
-    found = {}
-    for name in sorted(names):
-        value = getattr(func, "__globals__", {}).get(name)
-        module = value if isinstance(value, type(sys)) else sys.modules.get(getattr(value, "__module__", "") or "")
-        path = getattr(module, "__file__", None)
-        if path and str(Path(path).resolve()).startswith(root) and Path(path).is_file():
-            if path not in hashes:
-                hashes[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-            found[module.__name__] = hashes[path]
-    return found
-
-
-def cache_keys(pipeline: Pipeline, names: list[str], params: dict[str, Any], project: str | None = None) -> dict[str, str]:
-    """Per task: sha256 of its code, the project modules it uses, its params and its upstream
-    tasks' keys (in run order)."""
+def cache_keys(pipeline: Pipeline, names: list[str], params: dict[str, Any], project: str | None = None,
+               uses: dict[str, tuple[ModuleUse, ...]] | None = None) -> dict[str, str]:
+    """Per task: sha256 of its code, the helpers that travel with it by value, what it reaches of
+    the project modules it uses (:func:`sources.reached_digests`), its params and its upstream tasks' keys (in run order).
+    *uses* receives each task's modules."""
     keys: dict[str, str] = {}
-    hashes: dict[str, str] = {}  # each project file is read once per run, not once per task
     for name in names:
         task = pipeline.tasks[name]
+        modules = sources.modules_used(task.func, project)
+        if uses is not None:
+            uses[name] = modules
         parts = {
             "code": code_hash(task.func),
-            "uses": project_modules_used(task.func, project, hashes),
+            "helpers": sources.helpers_by_value(task.func),
+            "uses": sources.reached_digests(task.func, modules, project) if modules else {},
             "params": {p: value_hash(v) for p, v in sorted(effective_params(pipeline, name, params).items())},
             "upstream": {u: keys[u] for u in task.upstream},
         }
+        if task.map is not None:  # (left out otherwise: keys made before maps existed stay valid)
+            parts["map"] = task.map  # each element's key adds its own input: the source's key stays out
+            del parts["upstream"][task.map]
         keys[name] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
     return keys
 
@@ -110,7 +96,8 @@ def provenance(pipeline: Pipeline, record: dict, keys: dict[str, str]) -> dict:
     return {
         "pipeline_source": hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source and source.is_file() else None,
         "tasks": {name: key[:16] for name, key in keys.items()},
-        "graph": {name: {"inputs": list(t.inputs), "after": list(t.after)} for name, t in pipeline.tasks.items() if name in keys},
+        "graph": {name: {"inputs": list(t.inputs), "after": list(t.after), **({"map": t.map} if t.map else {})}
+                  for name, t in pipeline.tasks.items() if name in keys},
         "project_commit": _git_commit(Path(record.get("project_local") or ".")),
         "images": record.get("images", {}),
         "deployment": record.get("deployment"),
@@ -137,18 +124,24 @@ def start(session, pipeline: Pipeline, on: str = "hosts", only=None, downstream_
     pipeline.validate()
     params = dict(params or {})
     names, selected = needed(pipeline, only, downstream_of)
-    keys = cache_keys(pipeline, names, params, session.record.get("project_local"))
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     record = session.record
+    uses: dict[str, tuple[ModuleUse, ...]] = {}
+    keys = cache_keys(pipeline, names, params, record.get("project_local"), uses)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     calls = {
         name: TaskCall(run=run_id, task=name, payload=cloudpickle.dumps(pipeline.tasks[name].func), key=keys[name],
                        params=effective_params(pipeline, name, params), results=record.get("results"),
                        project=record.get("project"), force=force and name in selected,
-                       source=source_of(pipeline.tasks[name].func))  # fmt: skip
+                       source=source_of(pipeline.tasks[name].func), uses=uses[name],
+                       retries=pipeline.tasks[name].retries, on_error=pipeline.tasks[name].on_error,
+                       timeout=pipeline.tasks[name].timeout, map=pipeline.tasks[name].map)  # fmt: skip
         for name in names
     }
     run = Run(session, run_id, pipeline.name, names)
+    run.origin = (pipeline, dict(params), on, only, downstream_of)  # what resume() runs again
     run.dask_keys = {name: dask_key(pipeline.tasks[name].func, run_id, i) for i, name in enumerate(names)}
+    run.maps = {n for n in names if pipeline.tasks[n].map is not None}
+    run._stages = fanout.stages({n: pipeline.tasks[n].upstream for n in names}, {n: pipeline.tasks[n].map for n in names}, names)
     started = {"run": run_id, "state": "started", "pipeline": pipeline.name, "tasks": names, "keys": keys,
                "dask_keys": run.dask_keys, "provenance": provenance(pipeline, record, keys), "time": time.time()}  # fmt: skip
     if on == "local":
@@ -169,6 +162,9 @@ class Run:
         self._local: dict[str, Any] = {}
         self._local_states: dict[str, str] = {}
         self._thread: threading.Thread | None = None
+        self._stages: list[list[str]] = [[name] for name in tasks]  # set by start(): a map's group together
+        self.origin: tuple | None = None  # (pipeline, params, on, only, downstream_of), set by start()
+        self.maps: set[str] = set()  # the mapped tasks (their results: MapResults), set by start()
 
     # -- starting ----------------------------------------------------------
 
@@ -179,14 +175,42 @@ class Run:
 
         client = self.session.client
         client.log_event("toppipe-run", started)
-        graph = {}  # one graph, sent in one message (a submit per task costs a round of its own)
-        for name, call in calls.items():
+        # One graph per stretch of plain tasks, sent in one message (a submit per task costs a round
+        # of its own); a map's group is submitted on its own, without the workers' resource, since it
+        # waits for its elements (which take the resource) while it holds none.
+        snapshot = f"toppipe-snapshot-{self.id}"  # the saved project, sent once, for workers' synced copies
+        graph: dict = {snapshot: _synced_snapshot(self.session.record)}
+        held: dict[str, Any] = {}  # dask key -> future, for what later submissions depend on
+
+        def flush() -> None:
+            if graph:
+                for key, future in zip(graph, client.get(graph, list(graph), sync=False, resources=resources)):
+                    held[key] = future
+                graph.clear()
+
+        maps = {name: pipeline.tasks[name].map for name in calls}
+        for stage in self._stages:
+            name = stage[0]
             task = pipeline.tasks[name]
-            after = [self._key(a) for a in task.after if a not in task.inputs]
-            graph[self._key(name)] = (apply, _run_after, [call, after], (dict, [[i, self._key(i)] for i in task.inputs]))
-        futures = client.get(graph, list(graph), sync=False, resources=resources)
-        self.futures = dict(zip(calls, futures))
-        fire_and_forget(futures)  # the run goes on if this notebook closes
+            if maps[name] is not None:
+                flush()
+                extras = {m: {i: held[self._key(i)] for i in pipeline.tasks[m].inputs if i != maps[m]} for m in stage}
+                after = [held[self._key(a)] for m in stage for a in pipeline.tasks[m].after
+                         if a not in pipeline.tasks[m].inputs and a not in stage]  # fmt: skip
+                first = self._key(name)
+                group = client.submit(fanout.run_group_on_worker, [calls[m] for m in stage], {m: maps[m] for m in stage},
+                                      _ElementKeys(first), resources, held[snapshot], held[self._key(maps[name])], extras,
+                                      after, key=f"{first}-group", pure=False)  # fmt: skip
+                for member in stage:
+                    held[self._key(member)] = client.submit(fanout.pick, group, member, key=self._key(member), pure=False)
+                continue
+            ref = lambda key: held.get(key, key)  # noqa: E731 - a key of this graph, or the future of one sent before
+            after = [ref(self._key(a)) for a in task.after if a not in task.inputs]
+            graph[self._key(name)] = (apply, _run_after, [calls[name], after, ref(snapshot)],
+                                      (dict, [[i, ref(self._key(i))] for i in task.inputs]))  # fmt: skip
+        flush()
+        self.futures = {name: held[self._key(name)] for name in calls}
+        fire_and_forget(list(held.values()))  # the run goes on if this notebook closes
 
     def _key(self, task: str) -> str:
         return self.dask_keys[task]
@@ -196,22 +220,35 @@ class Run:
             sink = _LocalRecords(self.session)  # sqlite connections stay in the thread that made them
             sink.write("toppipe-run", started)
             state = "done"
-            for name, call in calls.items():
-                self._local_states[name] = "running"
-                sink.write("toppipe-task", {"run": self.id, "task": name, "state": "running", "time": time.time(), "host": "client"})
+            maps = {name: pipeline.tasks[name].map for name in calls}
+            for stage in self._stages:
+                name = stage[0]
+                for member in stage:
+                    self._local_states[member] = "running"
+                    sink.write("toppipe-task", {"run": self.id, "task": member, "state": "running", "time": time.time(),
+                                                "host": "client"})  # fmt: skip
                 try:
-                    inputs = {i: self._local[i] for i in pipeline.tasks[name].inputs}
-                    self._local[name] = run_task(call, **inputs)
-                    self._local_states[name] = "done"
+                    if maps[name] is not None:
+                        extras = {m: {i: self._local[i] for i in pipeline.tasks[m].inputs if i != maps[m]} for m in stage}
+                        self._local.update(fanout.run_group([calls[m] for m in stage], {m: maps[m] for m in stage},
+                                                            self._local[maps[name]], extras))  # fmt: skip
+                    else:
+                        inputs = {i: self._local[i] for i in pipeline.tasks[name].inputs}
+                        self._local[name] = run_task(calls[name], **inputs)
                 except Exception as error:  # TaskFailed from the task; anything else from around it
                     failure = error if isinstance(error, TaskFailed) else TaskFailed(
                         self.id, name, "client", None, f"{type(error).__name__}: {error}", "")
-                    self._local[name] = failure
-                    self._local_states[name] = state = "failed"
-                    sink.write("toppipe-task", {"run": self.id, "task": name, "state": "failed", "time": time.time(),
-                                                "error": failure.error, "traceback": failure.remote_traceback})  # fmt: skip
+                    for member in stage:
+                        self._local[member] = failure
+                        self._local_states[member] = state = "failed"
+                        sink.write("toppipe-task", {"run": self.id, "task": member, "state": "failed", "time": time.time(),
+                                                    "error": failure.error, "traceback": failure.remote_traceback,
+                                                    "inputs": failure.inputs})  # fmt: skip
                     break
-                sink.write("toppipe-task", {"run": self.id, "task": name, "state": "done", "time": time.time()})
+                for member in stage:
+                    self._local_states[member] = "done"
+                    sink.write("toppipe-task", {"run": self.id, "task": member, "state": "done", "time": time.time(),
+                                                "result_key": self._local[member].key})  # fmt: skip
             sink.write("toppipe-run", {"run": self.id, "state": state, "time": time.time()})
             sink.close()
 
@@ -221,10 +258,13 @@ class Run:
     # -- watching ----------------------------------------------------------
 
     def status(self) -> dict[str, str]:
-        """Each task's state: pending, running, done, cached, failed or cancelled."""
+        """Each task's state: pending, running, done, cached, failed, cancelled or interrupted."""
         if self._thread is not None:
             return {name: self._local_states.get(name, "pending") for name in self.tasks}
-        seen = self.session._call("toppipe_run_status", run=self.id) if self.session.record.get("records") else None
+        with self.session.guard_scheduler(self.id, self.futures.values()):
+            if any(interruptions.cancelled_by_loss(f) for f in self.futures.values()):
+                raise interruptions.run_interrupted(self.session.record, self.id)
+            seen = self.session._call("toppipe_run_status", run=self.id) if self.session.record.get("records") else None
         if self.attached is not None:
             if seen is None:  # the agent restarted since: the records say
                 self.attached = {t["name"]: t for t in self.records()}
@@ -262,9 +302,17 @@ class Run:
             return self
         if self.attached is not None:
             return self._wait_attached(timeout)
+        from concurrent.futures import CancelledError
+
         from distributed import wait
 
-        wait(list(self.futures.values()), timeout=timeout)
+        with self.session.guard_scheduler(self.id, self.futures.values()):
+            try:
+                wait(list(self.futures.values()), timeout=timeout)
+            except CancelledError:
+                if any(interruptions.cancelled_by_loss(f) for f in self.futures.values()):
+                    raise
+                raise PipelineError(f"run {self.id} was cancelled") from None
         for name in self.tasks:
             future = self.futures[name]
             if future.status == "error":
@@ -273,17 +321,61 @@ class Run:
         return self
 
     def result(self, task: str):
-        """The result of *task* (waits for it)."""
+        """The result of *task* (waits for it). A mapped task's is a :class:`MapResults`: a sequence
+        whose elements stay on the workers (or in the result cache) until indexed, sliced or
+        iterated; ``list(...)`` fetches them all."""
         if task not in self.tasks:
             raise PipelineError(f"run {self.id} has no task {task!r}; its tasks: {', '.join(self.tasks)}")
         if self._thread is not None:
             self.wait()
-            return self._local[task]
+            found = self._local[task]
+            if task in self.maps:
+                return MapResults(task, elements.count_held(found), lambda indexes: elements.take_held(found, indexes),
+                                  lambda count: elements.preview_held(found, count))  # fmt: skip
+            return found.value
         if self.attached is not None:
             self.wait()
+            if task in self._attached_maps():
+                return self._cached_elements(task)
             key = self.attached[task]["cache_key"]
-            return self.session.client.submit(_load_cached, self.session.record["results"], key, pure=False).result()
-        return self.futures[task].result()
+            with self.session.guard_scheduler(self.id):
+                return self.session.client.submit(_load_cached, self.session.record["results"], key, pure=False).result()
+        future = self.futures[task]
+        if task in self.maps:
+            with self.session.guard_scheduler(self.id, [future]):
+                if future.exception() is not None:  # (waits)
+                    future.result()  # raises the map's failure, as for any task
+            on_worker = lambda func, *args: self._on_worker(func, future, *args)  # noqa: E731
+            return MapResults(task, on_worker(elements.count_held), lambda indexes: on_worker(elements.take_held, indexes),
+                              lambda count: on_worker(elements.preview_held, count))  # fmt: skip
+        with self.session.guard_scheduler(self.id, self.futures.values()):
+            return future.result().value
+
+    def _on_worker(self, func, *args):
+        """*func(*args)* run on a worker (dask picks one holding the futures among *args*), its value here."""
+        with self.session.guard_scheduler(self.id, self.futures.values()):
+            return self.session.client.submit(func, *args, pure=False).result()
+
+    def _attached_maps(self) -> set[str]:
+        """The mapped tasks of a run started elsewhere: its provenance names them; runs recorded
+        before it did have an element ``task[0]`` for each non-empty map."""
+        store = self.session.records()
+        try:
+            graph = (store.run(self.id) or {}).get("provenance", {}).get("graph", {})
+        finally:
+            store.close()
+        named = {name for name, node in graph.items() if node.get("map")}
+        return named or {name.split("[")[0] for name in self.attached if name.endswith("[0]")}
+
+    def _cached_elements(self, task: str) -> MapResults:
+        """A mapped task's results from the cache, read by a worker, by the result keys its
+        elements were recorded with (the failed ones left out)."""
+        kept = [(int(name[len(task) + 1 : -1]), record["cache_key"]) for name, record in self.attached.items()
+                if name.startswith(task + "[") and record["state"] in ("done", "cached")]  # fmt: skip
+        keys = [key for _, key in sorted(kept)]
+        results = self.session.record["results"]
+        fetch = lambda indexes: self._on_worker(elements.take_cached, results, [keys[i] for i in indexes])  # noqa: E731
+        return MapResults(task, len(keys), fetch, lambda count: self._on_worker(elements.preview_cached, results, keys[:count]))
 
     def _wait_attached(self, timeout: float | None) -> Run:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -292,17 +384,57 @@ class Run:
                 raise TimeoutError(f"run {self.id} did not settle within {timeout} s")
             time.sleep(0.2)
         self.attached = {t["name"]: t for t in self.records()}
+        if any(t["state"] == "interrupted" for t in self.attached.values()):
+            raise interruptions.run_interrupted(self.session.record, self.id, recorded=True)
         for name in self.tasks:
             record = self.attached[name]
             if record["state"] == "failed":
-                raise TaskFailed(self.id, name, record["host"] or "?", record["slurm_job"], record["error"] or "", record["traceback"] or "")
+                raise TaskFailed(self.id, name, record["host"] or "?", record["slurm_job"], record["error"] or "",
+                                 record["traceback"] or "", record.get("inputs"))  # fmt: skip
         return self
 
     def cancel(self) -> None:
         """Stop the run: tasks not finished are cancelled, and the record says so."""
         if self.futures:
-            self.session.client.cancel(list(self.futures.values()), force=True)
-            self.session.client.log_event("toppipe-run", {"run": self.id, "state": "cancelled", "time": time.time()})
+            with self.session.guard_scheduler(self.id, self.futures.values()):
+                self.session.client.cancel(list(self.futures.values()), force=True)
+                self.session.client.log_event("toppipe-run", {"run": self.id, "state": "cancelled", "time": time.time()})
+
+    def resume(self, on: str | None = None, params: dict[str, Any] | None = None) -> Run:
+        """Run this run's tasks again, as a new run that it returns: the tasks that had finished
+        come from the cache (recorded ``cached``), only the rest is computed. For a run of another
+        session, the pipeline is loaded again from the project and must make the keys the run
+        recorded. *on* and *params* default to the run's own; the session reconnects first if its
+        scheduler was lost (after ``deploy up`` brought it back)."""
+        from toppipe.errors import RunInterruptedError
+        from toppipe.pipeline.resume import origin_from_records
+
+        try:
+            unsettled = [name for name, state in self.status().items() if state not in SETTLED]
+        except RunInterruptedError:
+            unsettled = []
+        if unsettled:
+            raise PipelineError(f"run {self.id} is still running ({', '.join(unsettled)}): wait for it, or cancel it first")
+        if self._thread is None and self.session.client.status != "running":
+            self.session.reconnect()
+        if self.origin is not None:
+            pipeline, kept, placement, only, downstream_of = self.origin
+        else:
+            pipeline, kept, placement, only, downstream_of = origin_from_records(self.session, self.id, params)
+        return start(self.session, pipeline, on=on or placement, only=only, downstream_of=downstream_of,
+                     params=kept if params is None else params)  # fmt: skip
+
+    def failed(self) -> list[dict]:
+        """The tasks and map elements (``task[index]``: that element of its input) that failed, from
+        the records: name, inputs (``name=value, ...``, the element first, each value shortened, at
+        most ``execute.INPUT_LIMIT`` characters), host, Slurm job, error and remote traceback."""
+        fields = ("name", "inputs", "host", "slurm_job", "error", "traceback")
+        return [{f: record.get(f) for f in fields} for record in self.records() if record["state"] == "failed"]
+
+    def retry_failed(self, on: str | None = None) -> Run:
+        """Run again what failed (after a fix): a new run of the same tasks, whose finished tasks and
+        elements come from the cache, so only the failed ones (and what follows them) compute."""
+        return self.resume(on=on)
 
     def records(self) -> list[dict]:
         """The task records of this run, as the site's record store has them."""
@@ -319,9 +451,28 @@ class Run:
         return f"<Run {self.id} of {self.pipeline}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ">"
 
 
-def _run_after(call: TaskCall, after: list, **inputs):
+class _ElementKeys:
+    """The dask keys of a group's elements, ``<first task's key>-e<index>``, made when asked (not ten
+    thousand strings sent with the group)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __getitem__(self, index: int) -> str:
+        return f"{self.prefix}-e{index}"
+
+
+def _run_after(call: TaskCall, after: list, snapshot: Snapshot | None, **inputs) -> TaskResult:
     """The dask task: *after* only orders (its values are dropped), *inputs* are passed on."""
-    return run_task(call, **inputs)
+    return run_task(call, snapshot, **inputs)
+
+
+def _synced_snapshot(record: dict) -> Snapshot | None:
+    """The client's project files now, where workers see a synced copy of them (else None)."""
+    local, remote = record.get("project_local"), record.get("project")
+    if not local or not remote or Path(local).resolve() == Path(remote).resolve() or not Path(local).is_dir():
+        return None
+    return sources.snapshot(local)
 
 
 class _LocalRecords:
@@ -355,15 +506,13 @@ def attach(session, run_id: str) -> Run:
         store.close()
     if found is None:
         raise PipelineError(f"no run {run_id!r} in the records of site {session.site}; session.runs() lists them")
-    run = Run(session, run_id, found["pipeline"], [t["name"] for t in tasks])
+    run = Run(session, run_id, found["pipeline"], [t["name"] for t in tasks if "[" not in t["name"]])  # (not elements)
     run.attached = {t["name"]: t for t in tasks}
     return run
 
 
 def _load_cached(results: str, key: str):
     """On a worker: the cached result of a task (the results folder may be visible only there)."""
-    from toppipe.pipeline.execute import _load, result_path
-
-    return _load(result_path(results, key))
+    return cache.load(results, key)
 
 

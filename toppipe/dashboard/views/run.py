@@ -16,7 +16,7 @@ from toppipe.dashboard.widgets import confirm, section, state_badge, table
 from toppipe.pipeline.progress import ORDER, counts
 from toppipe.pipeline.render import PALETTE, svg
 
-RUN_SETTLED = {"done", "failed", "cancelled"}
+RUN_SETTLED = {"done", "failed", "cancelled", "interrupted"}
 REFRESH_SECONDS = 2
 #: Above these many tasks the graph is not drawn, the task table shows the most telling rows
 #: (failed, running, then in order) and the page refreshes every :data:`SLOW_REFRESH_SECONDS`.

@@ -12,7 +12,7 @@ from toppipe.dashboard.source import SiteSource
 from toppipe.dashboard.widgets import state_badge, table
 
 PAGE_SIZE = 50
-RUN_STATES = ("running", "done", "failed", "cancelled")
+RUN_STATES = ("running", "done", "failed", "cancelled", "interrupted")
 REFRESH_SECONDS = 5
 
 
