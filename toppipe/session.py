@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import datetime
 import html
-import json
 import socket
 import warnings
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask.config
 import yaml
 
-from toppipe.errors import NotDeployedError, ToppipeError
+from toppipe import interruptions
+from toppipe.errors import RunInterruptedError, SchedulerLostError, ToppipeError
 
 _DEFAULTS = Path(__file__).with_name("toppipe.yaml")
 
@@ -124,44 +125,72 @@ class Session:
 
     @classmethod
     def open(cls, site: str, timeout: float | None = None) -> Session:
-        path = record_path(site)
-        if not path.is_file():
-            inventory = site if (Path(site) / "hosts.yml").is_file() else f"inventories/{site}"
-            raise NotDeployedError(
-                f"site '{site}' is not up (no connection record at {path}); bring it up with: python -m deploy up {inventory}"
-            )
-        record = json.loads(path.read_text())
         from distributed import Client
-        from distributed.security import Security
 
-        tls = record["tls"]
-        security = Security(
-            tls_ca_file=tls["ca"], tls_client_cert=tls["cert"], tls_client_key=tls["key"], require_encryption=True
-        )
+        from toppipe.cluster import SiteCluster, load_record
+
+        record = load_record(site)
         wait = timeout if timeout is not None else dask.config.get("toppipe.connect-timeout")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                client = Client(record["scheduler"], security=security, timeout=wait, set_as_default=True)
+                # client.cluster: scale/adapt go to the site agent; closing it (or client.shutdown()) leaves the site up
+                client = Client(SiteCluster(record=record, timeout=wait), timeout=wait, set_as_default=True)
             for warning in caught:
                 if not _only_python_patch_differs(warning):
                     warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not interruptions.closed_before_tls(exc):
+                raise
+            if interruptions.tunnel_closed(record):
+                raise interruptions.tunnel_error(record) from None
             raise ToppipeError(
                 f"cannot reach the scheduler of site '{record['site']}' at {record['scheduler']} ({exc}); "
                 f"check it with: python -m deploy status {record['inventory']}"
             ) from None
+        interruptions.quiet_dask_loss_logs()  # a lost scheduler is raised once, as a toppipe error
         session = cls(record, client)
         session.check_parity()
         return session
 
+    @contextmanager
+    def guard_scheduler(self, run: str | None = None, futures=()):
+        """Turn a lost scheduler, however dask reports it, into one toppipe error (naming *run*
+        when given, whose *futures* may carry dask's reason)."""
+        try:
+            yield
+        except RunInterruptedError:
+            raise
+        except SchedulerLostError:
+            if run is None:
+                raise
+            raise interruptions.run_interrupted(self.record, run) from None
+        except ToppipeError:
+            raise
+        except (*interruptions.LOST_ERRORS, ValueError) as error:
+            if isinstance(error, OSError) and interruptions.tunnel_closed(self.record):
+                raise interruptions.tunnel_error(self.record, run) from None
+            if not (interruptions.closed_before_tls(error) or interruptions.scheduler_lost(error, self.client, futures)):
+                raise
+            raise (interruptions.run_interrupted(self.record, run) if run else interruptions.scheduler_gone(self.record)) from None
+
+    def reconnect(self, timeout: float | None = None) -> Session:
+        """A new client on the site's scheduler (after ``deploy up`` brought it back); the old one is closed."""
+        fresh = Session.open(self.site, timeout=timeout)
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the old client's scheduler is gone; closing it may complain
+            pass
+        self.record, self.client = fresh.record, fresh.client
+        return self
+
     def check_parity(self) -> None:
         """Refuse a site whose scheduler or workers run other versions than this client."""
-        from toppipe.parity import mismatches
+        from toppipe.parity import ASKED, mismatches
 
-        differ = mismatches(self.client.get_versions(packages=["numpy", "pandas"]))
+        differ = mismatches(self.client.get_versions(packages=list(ASKED)))
         if differ:
-            self.client.close()
+            self.close()
             raise ToppipeError(
                 f"site '{self.site}' runs other versions than this client: {'; '.join(differ)}. "
                 f"Install the pins here (scripts/setup) and on the site (python -m deploy up {self.record['inventory']})"
@@ -177,7 +206,7 @@ class Session:
             )  # fmt: skip
             for s in self.record["services"]
         )
-        info = self.client.scheduler_info(n_workers=-1)
+        listed = self._workers_now()
         by_address = {address: name for name, address in self.record.get("hosts", {}).items()}
         workers = tuple(
             WorkerStatus(
@@ -187,7 +216,7 @@ class Session:
                 threads=w.get("nthreads", 0),
                 memory_limit=w.get("memory_limit", 0),
             )
-            for addr, w in sorted(info["workers"].items())
+            for addr, w in sorted(listed.items())
         )
         return SiteStatus(self.site, self.record["scheduler"], services, workers)
 
@@ -195,7 +224,9 @@ class Session:
         """Every connected worker with its host, Slurm job id and start time."""
         by_address = {address: name for name, address in self.record.get("hosts", {}).items()}
         found = []
-        for w in self.client.sync(self.client.scheduler.toppipe_workers):
+        with self.guard_scheduler():
+            listed = self.client.sync(self.client.scheduler.toppipe_workers)
+        for w in listed:
             since = datetime.datetime.fromtimestamp(w["since"]) if w.get("since") else None
             host = by_address.get(w["host"], w["host"])
             found.append(WorkerInfo(w["name"], host, w["address"], w.get("slurm_job"), since, w["threads"], w["memory_limit"]))
@@ -211,19 +242,9 @@ class Session:
         if on == "slurm":
             self._call("toppipe_scale", n=n)
         elif on == "hosts":
-            from deploy import DeployError
-            from deploy.engine import get_engine
-            from deploy.inventory import load_site
-            from deploy.lifecycle import scale_hosts
+            from toppipe.cluster import scale_host_workers
 
-            try:
-                with get_engine() as engine:
-                    report = scale_hosts(engine, load_site(self.record["inventory"]), n)
-            except DeployError as exc:
-                raise ToppipeError(str(exc)) from None
-            if not report.ok:
-                failed = "; ".join(f"{r.action.host}: {r.message}" for r in report.failed) or str(report.unreachable)
-                raise ToppipeError(f"scaling host workers failed: {failed}")
+            scale_host_workers(self.record, n)
         else:
             raise ToppipeError(f"on={on!r}: use on='slurm' or on='hosts'")
 
@@ -233,17 +254,24 @@ class Session:
 
     def _call(self, handler: str, **kwargs):
         try:
-            return self.client.sync(getattr(self.client.scheduler, handler), **kwargs)
+            with self.guard_scheduler():
+                return self.client.sync(getattr(self.client.scheduler, handler), **kwargs)
         except ValueError as exc:
             raise ToppipeError(str(exc)) from None
 
     def wait_for_workers(self, n: int, timeout: float = 60) -> None:
         """Block until at least *n* workers are connected."""
         deadline = time.monotonic() + timeout
-        while len(self.client.scheduler_info(n_workers=-1)["workers"]) < n:
+        while len(self._workers_now()) < n:
             if time.monotonic() > deadline:
                 raise ToppipeError(f"fewer than {n} workers joined within {timeout:.0f} s; see python -m deploy status")
             time.sleep(0.2)
+
+    def _workers_now(self) -> dict:
+        with self.guard_scheduler():
+            if self.client.status != "running":  # scheduler_info() would answer from its last copy
+                raise OSError("the client is not connected")
+            return self.client.scheduler_info(n_workers=-1)["workers"]
 
     # -- pipelines ---------------------------------------------------------
 
@@ -288,8 +316,18 @@ class Session:
 
         return attach(self, run_id)
 
+    @property
+    def cluster(self):
+        """The site's dask cluster (:class:`toppipe.cluster.SiteCluster`), also ``self.client.cluster``."""
+        return self.client.cluster
+
     def close(self) -> None:
-        self.client.close()
+        """Close this session's client and cluster object; the site keeps running."""
+        try:
+            self.client.close()
+        except (*interruptions.LOST_ERRORS, ValueError):  # the scheduler is gone: nothing left to close there
+            pass
+        self.client.cluster.close()
 
     def __enter__(self) -> Session:
         return self

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from toppipe.parity import mismatches
 
 SAME = {"python": "3.11.7.final.0", "dask": "2026.8.0", "distributed": "2026.8.0", "numpy": "2.4.6", "lz4": None}
@@ -35,3 +37,25 @@ def test_a_package_missing_somewhere_is_not_a_version_mismatch():
     versions["scheduler"]["packages"].pop("numpy")
     versions["workers"]["tls://10.0.0.5:4000"]["packages"]["lz4"] = None
     assert mismatches(versions) == []
+
+
+DATAFRAME = {"pandas": "3.1.1", "pyarrow": "22.0.0"}
+WORKER = "tls://10.0.0.5:4000"
+
+
+@pytest.mark.parametrize(
+    "client, scheduler, worker, expected",
+    [
+        (DATAFRAME, {}, DATAFRAME, []),  # the scheduler needs no dataframe packages
+        (DATAFRAME, {}, dict(DATAFRAME, pyarrow=None),
+         [f"pyarrow: the client has 22.0.0, worker {WORKER} has none (dask's collections need it there)"]),
+        (DATAFRAME, {}, dict(DATAFRAME, pyarrow="21.0.0"), [f"pyarrow: the client has 22.0.0, worker {WORKER} has 21.0.0"]),
+        (dict(DATAFRAME, pyarrow=None), {}, dict(DATAFRAME, pyarrow=None), []),  # a client without it asks nothing
+    ],
+)  # fmt: skip
+def test_workers_need_what_dasks_collections_import(client, scheduler, worker, expected):
+    versions = copy.deepcopy(VERSIONS)
+    versions["client"]["packages"].update(client)
+    versions["scheduler"]["packages"].update(scheduler)
+    versions["workers"][WORKER]["packages"].update(worker)
+    assert mismatches(versions) == expected
