@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.tier_times"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,17 @@ def run_deploy(*args: str, state_dir: Path, timeout: float = 300, cwd: Path = RE
         [sys.executable, "-m", "deploy", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
     return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+@contextmanager
+def deployed(inventory: str, state_dir: Path):
+    """The site of *inventory* up with its state in *state_dir* while inside; ``down --purge`` after."""
+    up = run_deploy("up", inventory, state_dir=state_dir)
+    assert up.code == 0, up.stdout + up.stderr
+    try:
+        yield state_dir
+    finally:
+        run_deploy("down", inventory, "--purge", state_dir=state_dir)
 
 
 def marked_pids(site: str) -> list[int]:

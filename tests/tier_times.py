@@ -1,0 +1,44 @@
+"""Prints how long each tier of the suite took (unit, integration, lab), so CI shows where its time goes.
+
+A tier's time is the sum of its tests' setup, call and teardown, which
+includes the fixtures they start (a lab deployment is paid by its first test).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+_TESTS = Path(__file__).resolve().parent
+ORDER = ("unit", "integration", "lab")
+_seconds: dict[str, float] = defaultdict(float)
+_tests: dict[str, int] = defaultdict(int)
+_started = time.monotonic()
+
+
+def tier_of(path: str) -> str:
+    """The tier of a test file (relative to the repository, as reports name it, whatever the
+    test's working folder): its folder under tests/ (unit, integration, lab)."""
+    parts = Path(path).parts
+    return parts[1] if len(parts) > 2 and parts[0] == _TESTS.name else "other"
+
+
+def pytest_runtest_logreport(report):
+    tier = tier_of(report.fspath)
+    _seconds[tier] += report.duration
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        _tests[tier] += 1
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _seconds:
+        return
+    terminalreporter.section("time per tier")
+    for tier in sorted(_seconds, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
+        terminalreporter.write_line(f"{tier:<12} {_tests[tier]:>4} tests  {_minutes(_seconds[tier])}")
+    terminalreporter.write_line(f"{'all':<12} {sum(_tests.values()):>4} tests  {_minutes(time.monotonic() - _started)} (wall)")
