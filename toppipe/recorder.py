@@ -70,6 +70,10 @@ class RunRecorder(SchedulerPlugin):
         if topic in TOPICS and well_formed(topic, msg):
             self.events.put((topic, msg))
 
+    def interrupt_runs(self, why: str) -> None:
+        """Have the store record every run still ``running`` as ``interrupted``, because *why* (this agent stops)."""
+        self.events.put((AGENT_TOPIC, {"state": "stopping", "time": time.time(), "why": why}))
+
     def close(self, timeout: float = 10) -> None:
         """Write (or spool) what is queued, then stop the writer."""
         self.events.put(None)

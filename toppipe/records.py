@@ -168,18 +168,21 @@ class RecordStore:
                 self._task_event(msg)
             elif topic == AGENT_TOPIC and msg.get("state") == "started":
                 self.interrupt_unsettled(msg["time"])
+            elif topic == AGENT_TOPIC and msg.get("state") == "stopping":
+                self.interrupt_unsettled(msg["time"], f"interrupted: {msg.get('why') or 'the scheduler stopped'}")
         self.db.commit()
 
-    def interrupt_unsettled(self, agent_started: float) -> list[str]:
+    def interrupt_unsettled(self, agent_started: float, error: str | None = None) -> list[str]:
         """Record every run still ``running`` as ``interrupted`` (the agent that ran it stopped), ended
-        when it was last seen (its newest event), and its unsettled tasks too; the runs' ids."""
+        when it was last seen (its newest event), and its unsettled tasks too; the runs' ids.
+        *error* says why (default: the scheduler started again at *agent_started*)."""
         rows = self._run("SELECT r.id, r.started, MAX(t.started) AS task_started, MAX(t.ended) AS task_ended "
                          "FROM runs r LEFT JOIN tasks t ON t.run_id = r.id WHERE r.state = 'running' GROUP BY r.id, r.started")  # fmt: skip
         restarted = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(agent_started))
         for row in rows:
             seen = max(v for v in (row["started"], row["task_started"], row["task_ended"]) if v is not None)
-            error = f"interrupted: the site's scheduler stopped during the run (it started again at {restarted})"
-            self._run("UPDATE runs SET state = 'interrupted', ended = ?, error = ? WHERE id = ?", (seen, error, row["id"]))
+            why = error or f"interrupted: the site's scheduler stopped during the run (it started again at {restarted})"
+            self._run("UPDATE runs SET state = 'interrupted', ended = ?, error = ? WHERE id = ?", (seen, why, row["id"]))
             self._run("UPDATE tasks SET state = 'interrupted' WHERE run_id = ? AND state IN ('pending', 'running')", (row["id"],))
         return [row["id"] for row in rows]
 

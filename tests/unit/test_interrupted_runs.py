@@ -212,6 +212,15 @@ def test_an_agent_start_records_unfinished_runs_interrupted_when_last_seen(store
     assert [r["id"] for r in store.runs(state="interrupted")] == ["cut"]
 
 
+def test_an_agent_handing_over_records_its_runs_interrupted_with_the_reason(store):
+    store.write([started("going", when=10.0), task("going", "a", "running", 11.0)])
+    why = "the scheduler's Slurm job 7 reached its walltime; job 8 takes over when it ends"
+    store.write([(AGENT_TOPIC, {"state": "stopping", "time": 40.0, "why": why})])
+    going = store.run("going")
+    assert going["state"] == "interrupted" and going["error"] == f"interrupted: {why}"
+    assert {t["name"]: t["state"] for t in store.tasks("going")}["a"] == "interrupted"
+
+
 def test_writing_a_batch_twice_adds_nothing_twice(store):
     batch = [started("r"), task("r", "a", "running", 2.0)]
     store.write(batch)
