@@ -276,7 +276,9 @@ class Session:
     # -- pipelines ---------------------------------------------------------
 
     def load(self, source):
-        """The pipeline in *source* (a path, or a name in the project's ``pipelines/``), bound to this session."""
+        """The pipeline in *source*, bound to this session: a path, a name in the project's
+        ``pipelines/``, an importable module (``"mypkg.pipeline"``, installed in the site's
+        environment) or the folder of a package (see :mod:`toppipe.pipeline.packages`)."""
         import sys
 
         from toppipe.pipeline import load

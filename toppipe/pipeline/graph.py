@@ -127,6 +127,8 @@ class Pipeline:
 
     #: The session ``toppipe.Session.load`` bound this pipeline to (``run`` uses it).
     session = None
+    #: The module it was imported from (``"mypkg.pipeline"``), None for a pipeline file.
+    module: str | None = None
 
     def run(self, on: str = "hosts", *, only=None, downstream_of=None, params=None, force: bool = False, session=None):
         """Start a run on the site's workers (``hosts`` or ``slurm``) or here (``local``); returns a Run at once.
@@ -141,18 +143,26 @@ class Pipeline:
         return session.run_pipeline(self.refreshed(), on=on, only=only, downstream_of=downstream_of, params=params, force=force)
 
     def refreshed(self) -> Pipeline:
-        """This pipeline, re-read from its file if the file changed since it was loaded."""
-        if self.source is None or not Path(self.source).is_file():
-            return self
-        if Path(self.source).stat().st_mtime_ns == self._loaded_mtime:
-            return self
-        from toppipe.pipeline.loader import load
+        """This pipeline, re-read from its file if the file changed since it was loaded (imported
+        again if it came from a module and a file of its package changed)."""
+        from toppipe.pipeline.loader import load, load_module
 
-        fresh = load(self.source)
+        if self.module is not None:
+            from toppipe.pipeline.modules import changed
+
+            if not changed(self.module.partition(".")[0]):
+                return self
+            fresh = load_module(self.module)
+        elif self.source is None or not Path(self.source).is_file():
+            return self
+        elif Path(self.source).stat().st_mtime_ns == self._loaded_mtime:
+            return self
+        else:
+            fresh = load(self.source)
         for name, task in self.tasks.items():
             if name not in fresh.tasks and not _from_file(task, self.source):
                 fresh.add(task.func, after=task.after, name=name)
-        fresh.session = self.session
+        fresh.session, fresh.module = self.session, self.module
         self._tasks, self._order, self._declared = fresh._tasks, fresh._order, fresh._declared
         self._added = fresh._added
         self._loaded_mtime = fresh._loaded_mtime

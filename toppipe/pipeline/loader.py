@@ -1,4 +1,4 @@
-"""Load a pipeline from a ``.py`` file: its ``@task`` functions, in source order."""
+"""Load a pipeline from a ``.py`` file or an importable module: its ``@task`` functions, in source order."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
+from toppipe.pipeline import modules
 from toppipe.pipeline.graph import Pipeline, PipelineError, TaskOptions
 from toppipe.pipeline.hashing import code_hash
 
@@ -19,16 +20,35 @@ PIPELINES_FOLDER = "pipelines"
 
 
 def load(source: str | os.PathLike, project: str | os.PathLike | None = None) -> Pipeline:
-    """The pipeline in *source*: a ``.py`` path (relative to *project*) or a name in ``<project>/pipelines``.
+    """The pipeline in *source*: a ``.py`` path (relative to *project*), a name in
+    ``<project>/pipelines``, an importable module (``"mypkg.pipeline"``, see
+    :mod:`toppipe.pipeline.modules`) or the folder of a package.
 
-    The file is read and run afresh on every call, so an edited file is picked
-    up. Its tasks are the ``@task`` functions in its namespace (imported ones
-    too), in the order they were bound; its name is ``PIPELINE_NAME``, else the
-    file's stem.
+    A file is read and run afresh on every call, so an edited file is picked
+    up; a module is imported again when a file of its package changed. Its
+    tasks are the ``@task`` functions in its namespace (imported ones too), in
+    the order they were bound; its name is ``PIPELINE_NAME``, else the file's
+    stem (a module's dotted name).
     """
+    module_name = modules.module_name(source, project, PIPELINES_FOLDER)
+    if module_name is not None:
+        return load_module(module_name)
     path = resolve(source, project)
-    module = _execute(path)
-    name = getattr(module, "PIPELINE_NAME", path.stem)
+    return _pipeline_of(_execute(path), path, path.stem)
+
+
+def load_module(name: str) -> Pipeline:
+    """The pipeline in module *name*, imported (again if a file of its package changed)."""
+    module = modules.import_fresh(name)
+    pipeline = _pipeline_of(module, Path(module.__file__).resolve(), name)
+    if not pipeline.tasks:
+        raise PipelineError(f"module {name} ({module.__file__}) has no @task functions; name the module that has them")
+    pipeline.module = name
+    return pipeline
+
+
+def _pipeline_of(module: ModuleType, path: Path, default: str) -> Pipeline:
+    name = getattr(module, "PIPELINE_NAME", default)
     if not isinstance(name, str) or not name.strip():
         raise PipelineError(f"{path}: PIPELINE_NAME must be a non-empty string, not {name!r}")
     marked = [v for v in vars(module).values() if isinstance(getattr(v, "__toppipe_task__", None), TaskOptions)]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from toppipe import interruptions
-from toppipe.pipeline import cache, elements, fanout, sources
+from toppipe.pipeline import cache, elements, fanout, packages, sources
 from toppipe.pipeline.elements import MapResults
 from toppipe.pipeline.execute import TaskCall, TaskFailed, TaskResult, run_task, source_of
 from toppipe.pipeline.graph import REQUIRED, Pipeline, PipelineError
@@ -127,6 +127,9 @@ def start(session, pipeline: Pipeline, on: str = "hosts", only=None, downstream_
     record = session.record
     uses: dict[str, tuple[ModuleUse, ...]] = {}
     keys = cache_keys(pipeline, names, params, record.get("project_local"), uses)
+    if on != "local":
+        for name in names:
+            packages.refuse_outside(name, uses[name])
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     calls = {
         name: TaskCall(run=run_id, task=name, payload=cloudpickle.dumps(pipeline.tasks[name].func), key=keys[name],

@@ -22,6 +22,7 @@ import sys
 import types
 from dataclasses import dataclass
 
+from toppipe.pipeline import packages
 from toppipe.pipeline.reads import Snapshot, file_digest, wait_for_digest
 
 #: Never synced to the site, so never part of a snapshot: version control, environments, caches.
@@ -32,11 +33,16 @@ PIPELINE_MODULES = "toppipe_pipeline_"
 
 @dataclass(frozen=True)
 class ModuleUse:
-    """A project module a task uses: its name, its file relative to the project, its digest."""
+    """A module a task uses: its name, its file (relative to the project for a project module,
+    else absolute), its digest; *kind* is ``project``, ``package`` (installed: *distribution* at
+    *version*) or ``outside`` (a folder the workers do not see, :mod:`toppipe.pipeline.packages`)."""
 
     name: str
     path: str
     digest: str
+    kind: str = "project"
+    distribution: str | None = None
+    version: str | None = None
 
     @property
     def by_value(self) -> bool:
@@ -65,54 +71,62 @@ def snapshot(project: str) -> Snapshot:
 
 
 def modules_used(func, project: str | None) -> tuple[ModuleUse, ...]:
-    """The project modules *func* uses, dependencies first: through the global names of its code
-    and the variables it closes over (a module, or a function or class of one), the modules it
-    imports, and so on through those modules' own globals."""
-    if not project:
-        return ()
-    root = os.path.realpath(project) + os.sep
-    environment = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    """The modules *func* uses, dependencies first: through the global names of its code and the
+    variables it closes over (a module, or a function or class of one), the modules it imports,
+    and so on through those modules' own globals. Followed: project modules, the modules of the
+    installed package *func* was defined in, and outside code (:func:`packages.classify`)."""
+    root = os.path.realpath(project) + os.sep if project else None
+    home = packages.home_package(func)
     order: list[ModuleUse] = []
     seen: set[str] = set()
+    versions: dict[str, str | None] = {}  # distribution -> version, read once per call
 
-    def of_project(value) -> types.ModuleType | None:
+    def followed(value) -> tuple[types.ModuleType, str, tuple] | None:
         module = value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", None) or "")
         path = getattr(module, "__file__", None)
         if not path:
             return None
         real = os.path.realpath(path)
-        return module if real.startswith(root) and not real.startswith(environment) and os.path.isfile(real) else None
+        by_value = module.__name__.startswith(PIPELINE_MODULES) or module.__name__ == "__main__"
+        if by_value and not (root and real.startswith(root)):
+            return None  # (a pipeline file or script outside the project travels by value)
+        found = packages.classify(module, real, root, home)
+        return (module, real, found) if found and os.path.isfile(real) else None
 
-    def visit(module: types.ModuleType) -> None:
+    def visit(module: types.ModuleType, real: str, kind: str, distribution: str | None) -> None:
         if module.__name__ in seen:
             return
         seen.add(module.__name__)
-        real = os.path.realpath(module.__file__)
         digest = file_digest(real)
         imported = [sys.modules.get(name) for name in _imports(module, real, digest[1] if digest else "")]
         for value in [*imported, *list(vars(module).values())]:
-            found = of_project(value)
-            if found is not None and found is not module:
-                visit(found)
+            found = followed(value)
+            if found is not None and found[0] is not module:
+                visit(found[0], found[1], *found[2])
         if digest is not None:
-            order.append(ModuleUse(module.__name__, real[len(root):], digest[1]))
+            path = real[len(root):] if kind == "project" else real
+            if distribution and distribution not in versions:
+                versions[distribution] = packages.version_of(distribution)
+            version = versions.get(distribution) if distribution else None
+            order.append(ModuleUse(module.__name__, path, digest[1], kind, distribution, version))
 
     values = [sys.modules.get(name) if value is None else value for name, value in _referenced(func)]
-    for value in values:
-        found = of_project(value)
+    for value in [sys.modules.get(getattr(func, "__module__", None) or ""), *values] if home else values:
+        found = followed(value)
         if found is not None:
-            visit(found)
+            visit(found[0], found[1], *found[2])
     return tuple(order)
 
 
-def reached_digests(func, uses: tuple[ModuleUse, ...], project: str) -> dict[str, str]:
+def reached_digests(func, uses: tuple[ModuleUse, ...], project: str | None) -> dict[str, str]:
     """Per module of *uses*: the digest of what *func* can reach in it, that is the module without
     the top-level functions that no reached code names (names compared, so a name shared by two
     functions keeps both). An edit to a helper changes the keys of the tasks whose code names it,
-    directly or through other helpers in any module, and no others; comments do not count."""
+    directly or through other helpers in any module, and no others; comments do not count. A module
+    of an installed package adds its distribution's name and version."""
     import hashlib
 
-    parts = {use.name: _definitions(os.path.join(project, use.path), use.digest) for use in uses}
+    parts = {use.name: _definitions(os.path.join(project or "", use.path), use.digest) for use in uses}
     names = {name for name, _ in _referenced(func) if name}
     for rest_names, _, _ in parts.values():
         names |= rest_names  # module-level code runs at import: what it names is reached
@@ -127,8 +141,11 @@ def reached_digests(func, uses: tuple[ModuleUse, ...], project: str) -> dict[str
                     names |= named
                     grown = True
     found = {}
+    installed = {use.name: f"{use.distribution}=={use.version}" for use in uses if use.kind == "package"}
     for module, (_, rest, functions) in parts.items():
         kept = [rest] + [f"{name}\0{text}" for name, (text, _) in sorted(functions.items()) if (module, name) in reached]
+        if module in installed:  # an upgrade changes the key even where the reached code is the same
+            kept.append(installed[module])
         found[module] = hashlib.sha256("\0".join(kept).encode()).hexdigest()[:16]
     return found
 
@@ -250,10 +267,12 @@ _loaded: dict[str, str] = {}  # module name -> digest of the file it was last lo
 
 
 def sync_modules(uses: tuple[ModuleUse, ...], project: str | None) -> None:
-    """Make the loaded project modules the versions *uses* names (see the module doc)."""
+    """Make the loaded modules the versions *uses* names (see the module doc and
+    :func:`packages.sync_imported` for installed and outside modules)."""
+    packages.sync_imported(uses)
     if not project:
         return
-    synced = [use for use in uses if not use.by_value]
+    synced = [use for use in uses if not use.by_value and use.kind == "project"]
     for use in synced:
         wait_for_digest(os.path.join(project, use.path), use.digest)
     if any(use.name in sys.modules and _loaded.get(use.name) != use.digest for use in synced):
