@@ -19,7 +19,7 @@ from contextlib import closing
 
 from toppipe.errors import ToppipeError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TABLES = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -45,7 +45,8 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs(started);
 ADDED_COLUMNS = {
     "runs": (("tasks_total", "INTEGER"), ("error", "TEXT")),
     "tasks": (("slurm_job", "TEXT"), ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("cached", "INTEGER NOT NULL DEFAULT 0"),
-              ("cache_key", "TEXT"), ("traceback", "TEXT"), ("dask_key", "TEXT"), ("inputs", "TEXT")),
+              ("cache_key", "TEXT"), ("traceback", "TEXT"), ("dask_key", "TEXT"), ("inputs", "TEXT"),
+              ("elements", "INTEGER")),
 }  # fmt: skip
 #: The agent's own topic: ``{"state": "started", "time"}`` when it starts, before any run of its own.
 AGENT_TOPIC = "toppipe-agent"
@@ -207,14 +208,14 @@ class RecordStore:
                       "ON CONFLICT DO NOTHING", (run, task))  # fmt: skip
         if state == "running":
             self._run("UPDATE tasks SET state = 'running', host = ?, slurm_job = ?, started = ?, attempts = attempts + 1, "
-                      "error = NULL, traceback = NULL, inputs = NULL WHERE run_id = ? AND name = ?",
-                      (msg.get("host"), msg.get("slurm_job"), when, run, task))  # fmt: skip
+                      "error = NULL, traceback = NULL, inputs = NULL, elements = COALESCE(?, elements) WHERE run_id = ? AND name = ?",
+                      (msg.get("host"), msg.get("slurm_job"), when, _count(msg.get("elements")), run, task))  # fmt: skip
         else:
             # cache_key becomes the result key: what the result was computed from (toppipe.pipeline.cache)
             self._run("UPDATE tasks SET state = ?, ended = ?, cached = ?, error = ?, traceback = ?, inputs = ?, "
-                      "cache_key = COALESCE(?, cache_key) WHERE run_id = ? AND name = ?",
+                      "cache_key = COALESCE(?, cache_key), elements = COALESCE(?, elements) WHERE run_id = ? AND name = ?",
                       (state, when, int(state == "cached"), msg.get("error"), msg.get("traceback"), msg.get("inputs"),
-                       msg.get("result_key"), run, task))  # fmt: skip
+                       msg.get("result_key"), _count(msg.get("elements")), run, task))  # fmt: skip
 
     def runs(self, limit: int = 50, offset: int = 0, pipeline: str | None = None, state: str | None = None) -> list[dict]:
         """The most recent runs first, optionally of one *pipeline* or in one *state*."""
@@ -243,8 +244,54 @@ class RecordStore:
             rows[0]["provenance"] = json.loads(rows[0]["provenance"] or "{}")
         return rows[0] if rows else None
 
-    def tasks(self, run_id: str) -> list[dict]:
-        return self._run("SELECT * FROM tasks WHERE run_id = ? ORDER BY started IS NULL, started, name", (run_id,))
+    def tasks(self, run_id: str, elements: bool = True, state: str | None = None, limit: int | None = None) -> list[dict]:
+        """The run's task rows (without its maps' elements if not *elements*; only those in *state*,
+        at most *limit*, if given)."""
+        where, args = ["run_id = ?"], [run_id]
+        if not elements:
+            where.append(f"NOT {IS_ELEMENT}")
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        page = "" if limit is None else f" LIMIT {int(limit)}"
+        return self._run(f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY started IS NULL, started, name{page}", tuple(args))
+
+    def element_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Task -> state -> how many of its map's elements are in it: one ``GROUP BY``, whatever the
+        number of elements (see :mod:`toppipe.pipeline.summary`)."""
+        task = "split_part(name, '[', 1)" if self.kind == "postgresql" else "substr(name, 1, instr(name, '[') - 1)"
+        rows = self._run(f"SELECT {task} AS task, state, count(*) AS n FROM tasks WHERE run_id = ? AND {IS_ELEMENT} "
+                         "GROUP BY 1, 2", (run_id,))  # fmt: skip
+        found: dict[str, dict[str, int]] = {}
+        for row in rows:
+            found.setdefault(row["task"], {})[row["state"]] = int(row["n"])
+        return found
+
+    def elements(self, run_id: str, task: str, state: str | tuple[str, ...] | None = None, limit: int | None = 50,
+                 offset: int = 0) -> list[dict]:  # fmt: skip
+        """The rows of *task*'s elements in index order (each with its ``index``), those in *state*
+        (one or a tuple) if given, one page of *limit* from *offset* (None: all)."""
+        prefix = f"{task}["
+        where, args = ["run_id = ?", "substr(name, 1, ?) = ?", IS_ELEMENT], [run_id, len(prefix), prefix]
+        if state is not None:
+            states = (state,) if isinstance(state, str) else tuple(state)
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            args += states
+        page = "" if limit is None else " LIMIT ? OFFSET ?"
+        rows = self._run(f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY length(name), name{page}",
+                         tuple(args) + (() if limit is None else (limit, offset)))  # fmt: skip
+        for row in rows:
+            row["index"] = int(row["name"][len(prefix) : -1])
+        return rows
+
+
+#: True for a map's element (``task[index]``): no task's name ends with ``]``.
+IS_ELEMENT = "substr(name, length(name), 1) = ']'"
+
+
+def _count(value) -> int | None:
+    """An element count from a message (None unless an int)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def main(argv: list[str]) -> int:

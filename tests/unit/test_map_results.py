@@ -167,25 +167,39 @@ class _Client:
         return SimpleNamespace(result=lambda: value)
 
 
+def recorded(tmp_path, tasks: list[str], events: list[tuple[str, str, str | None]]):
+    """A SQLite record store holding run ``r1`` of *tasks* and the ``(task, state, result key)`` events."""
+    from toppipe.records import RecordStore, init
+
+    url = f"sqlite:///{tmp_path}/records.sqlite"
+    init(url)
+    store = RecordStore(url)
+    store.write([("toppipe-run", {"run": "r1", "state": "started", "pipeline": "lazy", "tasks": tasks, "time": 1.0,
+                                         "dask_keys": {t: f"{t}-r1-{i}" for i, t in enumerate(tasks)}})]
+                + [("toppipe-task", {"run": "r1", "task": name, "state": state, "time": 2.0, "result_key": key})
+                   for name, state, key in events])  # fmt: skip
+    store.close()
+    return lambda: RecordStore(url)
+
+
 def test_an_attached_run_reads_a_map_s_elements_from_the_cache_in_order_without_the_failed_ones(tmp_path):
     folder = str(tmp_path)
     keys = {i: cache.store(folder, f"element{i}", {}, {}, f"value {i}") for i in range(12)}
-    records = {"squared": {"state": "done", "cache_key": "collected"}}
-    for i in range(12):  # recorded in any order; element 4 failed
-        records[f"squared[{i}]"] = {"state": "failed" if i == 4 else ("cached" if i % 2 else "done"), "cache_key": keys[i]}
+    events = [("squared", "done", "collected")]
+    for i in reversed(range(12)):  # recorded in any order; element 4 failed
+        events.append((f"squared[{i}]", "failed" if i == 4 else ("cached" if i % 2 else "done"), keys[i]))
     client = _Client()
-    session = SimpleNamespace(record={"results": folder}, client=client,
+    session = SimpleNamespace(record={"results": folder}, client=client, records=recorded(tmp_path, ["squared"], events),
                               guard_scheduler=lambda *args: contextlib.nullcontext())  # fmt: skip
-    run = Run(session, "r1", "lazy", ["squared"])
-    run.attached = dict(sorted(records.items(), reverse=True))
+    run = attach(session, "r1")
     found = run._cached_elements("squared")
     assert len(found) == 11 and client.submitted == []
     assert found[4] == "value 5" and client.submitted == ["take_cached"] and found[-1] == "value 11"
     assert list(found) == [f"value {i}" for i in range(12) if i != 4]
 
 
-def test_a_reattached_run_s_tasks_are_the_pipeline_s_not_the_elements_of_its_maps():
-    rows = [{"name": n, "state": "done"} for n in ("items", "squared[1]", "squared", "squared[0]", "collect")]
-    store = SimpleNamespace(run=lambda run_id: {"pipeline": "lazy"}, tasks=lambda run_id: rows, close=lambda: None)
-    run = attach(SimpleNamespace(records=lambda: store), "r1")
-    assert run.tasks == ["items", "squared", "collect"] and set(run.attached) == {r["name"] for r in rows}
+def test_a_reattached_run_s_tasks_are_the_pipeline_s_not_the_elements_of_its_maps(tmp_path):
+    names = ("items", "squared[1]", "squared", "squared[0]", "collect")
+    records = recorded(tmp_path, ["items", "squared", "collect"], [(n, "done", None) for n in names])
+    run = attach(SimpleNamespace(records=records), "r1")
+    assert run.tasks == ["items", "squared", "collect"] and set(run.attached) == set(run.tasks)

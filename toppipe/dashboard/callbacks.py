@@ -58,11 +58,33 @@ def register(app: Dash, board: Dashboard) -> None:
         return board.runs(index, pipeline, state, triggered=ctx.triggered_id)
 
     @app.callback(
-        Output("run-content", "children"), Output("run-interval", "disabled"), Output("run-interval", "interval"),
-        Output("run-cancel", "disabled"), Input("run-interval", "n_intervals"), State("run-id", "data"),
+        Output("run-content", "children"), Output("run-details", "children"), Output("run-interval", "disabled"),
+        Output("run-interval", "interval"), Output("run-cancel", "disabled"), Input("run-interval", "n_intervals"),
+        State("run-id", "data"),
     )  # fmt: skip
     def refresh_run(_n, run_id):
-        return board.run(run_id)
+        return board.run_page(run_id)
+
+    @app.callback(
+        Output("run-elements-page", "data"), Input("run-elements-prev", "n_clicks"), Input("run-elements-next", "n_clicks"),
+        Input("run-elements-task", "value"), Input("run-elements-state", "value"), State("run-elements-page", "data"),
+        prevent_initial_call=True,
+    )  # fmt: skip
+    def turn_elements_page(_prev, _next, _task, _state, index):
+        return board.element_page_index(index, ctx.triggered_id)
+
+    @app.callback(
+        Output("run-elements-task", "options"), Output("run-elements", "children"), Output("run-elements-info", "children"),
+        Output("run-elements-prev", "disabled"), Output("run-elements-next", "disabled"),
+        Input("run-elements-page", "data"), Input("run-elements-task", "value"), Input("run-elements-state", "value"),
+        Input("run-interval", "n_intervals"), State("run-id", "data"),
+    )  # fmt: skip
+    def refresh_elements(index, task, state, _n, run_id):
+        return board.elements(run_id, task, state, index)
+
+    @app.callback(Output("run-elements-task", "value"), Output("run-elements-state", "value"), Input("url", "search"))
+    def drill(search):
+        return board.drill(search)
 
     @app.callback(
         Output("run-cancel-confirm", "message"), Output("run-cancel-confirm", "displayed"),

@@ -121,6 +121,32 @@ class Dashboard:
             return read_error(f"run {run_id}", error), False, run_view.refresh_ms(0), False
         return content, settled, period, settled
 
+    def elements(self, run_id: str | None, task: str | None, state: str | None, index: int | None) -> tuple:
+        """``(task options, table, info, previous disabled, next disabled)``: a page of a map's elements."""
+        if not run_id:
+            return no_update, no_update, "", True, True
+        try:
+            return run_view.elements_page(self.source, run_id, task, state, int(index or 0))
+        except Exception as error:  # noqa: BLE001 - shown as one line; the next refresh tries again
+            return no_update, read_error(f"the elements of run {run_id}", error), "", True, True
+
+    @staticmethod
+    def element_page_index(index: int | None, triggered: str | None) -> int:
+        """The drill-down's page after a click on previous or next, or a new task or state. (Its own
+        callback, apart from the refreshes: Dash drops the answer to a request when the same
+        callback was asked again before it came, and a refresh must not swallow a click.)"""
+        return run_view.element_step(int(index or 0), triggered)
+
+    def drill(self, search: str | None) -> tuple[Any, Any]:
+        """``(task, state)`` for the drill-down, from the query of a count's link in the tasks table."""
+        asked = run_view.drilled(search)
+        return asked if asked is not None else (no_update, no_update)
+
+    def run_page(self, run_id: str | None) -> tuple[Any, Any, bool, int, bool]:
+        """:meth:`run` with its content split around the drill-down: ``(above, below, ...)``."""
+        content, *rest = self.run(run_id)
+        return (*run_view.split(content), *rest)
+
     def ask_cancel(self, run_id: str | None, clicks: int | None) -> tuple[str, bool]:
         if not run_id or not clicks:
             return no_update, False

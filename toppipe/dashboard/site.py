@@ -138,6 +138,26 @@ class RealSite(SiteSource):
     def tasks(self, run_id: str) -> list[dict]:
         return self._read("tasks", run_id)
 
+    def plain_tasks(self, run_id: str) -> list[dict]:
+        from toppipe.pipeline.summary import run_order
+
+        return run_order(self._read("tasks", run_id, elements=False))
+
+    def summary(self, run_id: str) -> list:
+        from toppipe.pipeline import summary
+
+        store = self._store()
+        try:
+            return summary.read(store, run_id)
+        finally:
+            store.close()
+
+    def elements(self, run_id: str, task: str, state: str | None = None, limit: int = 50, offset: int = 0) -> list[dict]:
+        return self._read("elements", run_id, task, state=state, limit=limit, offset=offset)
+
+    def failures(self, run_id: str, limit: int) -> list[dict]:
+        return self._read("tasks", run_id, state="failed", limit=limit)
+
     def graph_svg(self, run_id: str) -> str | None:
         from toppipe.pipeline import Pipeline
         from toppipe.pipeline.render import svg
@@ -146,7 +166,7 @@ class RealSite(SiteSource):
         graph = (found or {}).get("provenance", {}).get("graph")
         if not graph:
             return None
-        states = {t["name"]: t["state"] for t in self.tasks(run_id) if t["state"] in ("pending", "running", "done", "failed", "cached")}
+        states = {t["name"]: t["state"] for t in self.plain_tasks(run_id) if t["state"] in ("pending", "running", "done", "failed", "cached")}
         return svg(Pipeline.skeleton(found["pipeline"], graph), states)
 
     # -- actions --------------------------------------------------------------
@@ -198,7 +218,7 @@ class RealSite(SiteSource):
     def cancel_run(self, run_id: str) -> str:
         from distributed import Future
 
-        tasks = self.tasks(run_id)
+        tasks = self.plain_tasks(run_id)
         session = self.session()
         keys = [t["dask_key"] for t in tasks if t.get("dask_key")]
         session.client.cancel([Future(k, session.client) for k in keys], force=True)

@@ -17,13 +17,18 @@ Shapes (plain dicts, JSON-able):
 ``runs()``/``run()``: rows of the records' ``runs`` table (id, pipeline, state,
 started, ended, tasks_total, error, provenance: dict). ``tasks()``: rows of its
 ``tasks`` table (name, state, host, slurm_job, started, ended, attempts, cached,
-error, traceback).
+error, traceback, inputs, elements), a map's elements as ``task[index]``. A run
+of ten thousand elements is read through ``plain_tasks()``, ``summary()``,
+``elements()`` and ``failures()``: their defaults below work from ``tasks()``;
+the real site answers each with one query.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
+
+from toppipe.pipeline import summary
 
 if TYPE_CHECKING:
     from toppipe.pipeline.graph import Pipeline
@@ -62,6 +67,25 @@ class SiteSource(ABC):
     @abstractmethod
     def tasks(self, run_id: str) -> list[dict]:
         """The run's task rows."""
+
+    def plain_tasks(self, run_id: str) -> list[dict]:
+        """The run's task rows without its maps' elements."""
+        return [t for t in self.tasks(run_id) if summary.split(t["name"])[1] is None]
+
+    def summary(self, run_id: str) -> list[summary.TaskSummary]:
+        """One row per task, a map's elements counted by state."""
+        return summary.from_rows(self.tasks(run_id))
+
+    def elements(self, run_id: str, task: str, state: str | None = None, limit: int = 50, offset: int = 0) -> list[dict]:
+        """One page of *task*'s element rows in index order (those in *state* if given), each with its ``index``."""
+        rows = [{**t, "index": summary.split(t["name"])[1]} for t in self.tasks(run_id)
+                if summary.split(t["name"])[0] == task and summary.split(t["name"])[1] is not None
+                and state in (None, t["state"])]  # fmt: skip
+        return sorted(rows, key=lambda r: r["index"])[offset : offset + limit]
+
+    def failures(self, run_id: str, limit: int) -> list[dict]:
+        """Up to *limit* failed rows (tasks and elements), with their inputs and traceback."""
+        return [t for t in self.tasks(run_id) if t["state"] == "failed"][:limit]
 
     @abstractmethod
     def graph_svg(self, run_id: str) -> str | None:

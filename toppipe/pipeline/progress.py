@@ -1,13 +1,15 @@
-"""A run's live progress: a bar in Jupyter (one display, updated in place) or
-one line in a terminal, refreshed until every task settled."""
+"""A run's live progress, refreshed until every task settled: in Jupyter a table
+(one display, updated in place) with a row per task and a map's elements
+counted by state; in a terminal one line, a map's counts at its end. A run of
+ten thousand elements is read with one grouped query per refresh
+(:meth:`Run.summary`), never element by element."""
 
 from __future__ import annotations
 
-import html
 import sys
 import time
 
-from toppipe.pipeline.render import PALETTE
+from toppipe.pipeline.summary import SETTLED, RunSummary, html_table
 
 ORDER = ("done", "cached", "running", "pending", "failed", "cancelled", "interrupted")
 
@@ -29,22 +31,6 @@ def line(run_id: str, states: dict[str, str], width: int = 30) -> str:
     return f"run {run_id} [{'#' * filled}{'.' * (width - filled)}] {finished}/{len(states)} ({detail})"
 
 
-def bar_html(run_id: str, pipeline: str, states: dict[str, str]) -> str:
-    n, total = counts(states), max(len(states), 1)
-    segments = "".join(
-        f'<div style="width:{100 * n[s] / total:.1f}%;background:{PALETTE.get(s, PALETTE["pending"])[1]}" title="{s} {n[s]}"></div>'
-        for s in ORDER
-        if n[s]
-    )
-    failed = [html.escape(t) for t, s in states.items() if s == "failed"]
-    return (
-        f"<div><b>run {html.escape(run_id)}</b> of {html.escape(pipeline)}: {html.escape(line(run_id, states).split('] ', 1)[1])}"
-        f'<div style="display:flex;height:12px;width:100%;border:1px solid #999">{segments}</div>'
-        + (f"<div>failed: {', '.join(failed)}</div>" if failed else "")
-        + "</div>"
-    )
-
-
 def _in_jupyter() -> bool:
     shell = sys.modules.get("IPython")
     try:
@@ -53,23 +39,29 @@ def _in_jupyter() -> bool:
         return False
 
 
+def summary_line(found: RunSummary, width: int = 30) -> str:
+    """:func:`line` of the tasks, then each map's elements: ``| clean 4512/10000 (done 4500, failed 12)``."""
+    maps = [f"{row.task} {row.text().split('  ', 2)[2]}" for row in found if row.elements is not None]
+    return line(found.run_id, found.states, width) + "".join(f" | {text}" for text in maps)
+
+
 def show_progress(run, interval: float = 0.5, timeout: float | None = None) -> dict[str, str]:
     """Refresh the run's progress every *interval* seconds until it settles (or *timeout*); its last states."""
     deadline = None if timeout is None else time.monotonic() + timeout
     handle = None
-    if _in_jupyter():
-        from IPython.display import HTML, display
-
-        handle = display(HTML(bar_html(run.id, run.pipeline, run.status())), display_id=True)
     while True:
-        states = run.status()
-        settled = all(s in ("done", "cached", "failed", "cancelled", "interrupted") for s in states.values())
-        if handle is not None:
-            from IPython.display import HTML
+        found = run.summary()
+        states = found.states
+        settled = all(s in SETTLED for s in states.values())
+        if _in_jupyter():
+            from IPython.display import HTML, display
 
-            handle.update(HTML(bar_html(run.id, run.pipeline, states)))
+            if handle is None:
+                handle = display(HTML(html_table(found)), display_id=True)
+            else:
+                handle.update(HTML(html_table(found)))
         else:
-            print("\r" + line(run.id, states), end="" if not settled else "\n", file=sys.stderr, flush=True)
+            print("\r" + summary_line(found), end="" if not settled else "\n", file=sys.stderr, flush=True)
         if settled or (deadline is not None and time.monotonic() > deadline):
             return states
         time.sleep(interval)

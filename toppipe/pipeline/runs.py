@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from toppipe import interruptions
-from toppipe.pipeline import cache, elements, fanout, packages, sources
+from toppipe.pipeline import cache, elements, fanout, packages, sources, summary
 from toppipe.pipeline.elements import MapResults
 from toppipe.pipeline.execute import TaskCall, TaskFailed, TaskResult, run_task, source_of
 from toppipe.pipeline.graph import REQUIRED, Pipeline, PipelineError
@@ -155,7 +155,8 @@ def start(session, pipeline: Pipeline, on: str = "hosts", only=None, downstream_
 
 
 class Run:
-    """One run: ``progress()``, ``wait()``, ``result(task)``, ``cancel()``, ``status()``, ``records()``."""
+    """One run: ``progress()``, ``wait()``, ``result(task)``, ``cancel()``, ``status()``, ``summary()``,
+    ``elements(task)``, ``failed()``, ``records()``."""
 
     def __init__(self, session, run_id: str, pipeline: str, tasks: list[str]):
         self.session, self.id, self.pipeline, self.tasks = session, run_id, pipeline, list(tasks)
@@ -270,7 +271,7 @@ class Run:
             seen = self.session._call("toppipe_run_status", run=self.id) if self.session.record.get("records") else None
         if self.attached is not None:
             if seen is None:  # the agent restarted since: the records say
-                self.attached = {t["name"]: t for t in self.records()}
+                self.attached = self._task_records()
                 seen = {name: t["state"] for name, t in self.attached.items()}
             return {name: seen.get(name, "pending") for name in self.tasks}
         states = {}
@@ -291,8 +292,38 @@ class Run:
     def done(self) -> bool:
         return all(state in SETTLED for state in self.status().values())
 
+    def summary(self) -> summary.RunSummary:
+        """One row per task: its state and, for a map, its elements counted by state (done, cached,
+        running, pending, failed, ...), from one query of the records whatever their number.
+        ``print(run.summary())`` shows a table; ``run.summary()["clean"].counts`` the counts."""
+        states = self.status()
+        if not self.session.record.get("records"):
+            return summary.RunSummary(self.id, self.pipeline, summary.summarize(self.tasks, states, {}, {}))
+        store = self.session.records()
+        try:
+            return summary.RunSummary(self.id, self.pipeline, summary.read(store, self.id, self.tasks, states))
+        finally:
+            store.close()
+
+    def elements(self, task: str, state: str | None = None, limit: int | None = 50, offset: int = 0) -> list[dict]:
+        """A page of the elements of the mapped *task* (those in *state* if given), in index order,
+        from the records: name, index, state, host, Slurm job, attempts, started, ended, error,
+        inputs and remote traceback. ``limit=None``: all of them."""
+        if task not in self.tasks:
+            raise PipelineError(f"run {self.id} has no task {task!r}; its tasks: {', '.join(self.tasks)}")
+        if state is not None and state not in summary.STATES:
+            raise PipelineError(f"elements(state={state!r}): choose one of {', '.join(summary.STATES)}")
+        fields = ("name", "index", "state", "host", "slurm_job", "attempts", "started", "ended", "error", "inputs", "traceback")
+        store = self.session.records()
+        try:
+            rows = store.elements(self.id, task, state=state, limit=limit, offset=offset)
+        finally:
+            store.close()
+        return [{f: row.get(f) for f in fields} for row in rows]
+
     def progress(self, interval: float = 0.5, timeout: float | None = None) -> dict[str, str]:
-        """Show a live bar (in Jupyter, or one line in a terminal) until the run settles."""
+        """Show the run's tasks live, a map's elements counted by state (a table in Jupyter, one line
+        in a terminal), until the run settles; its tasks' last states."""
         return show_progress(self, interval, timeout)
 
     def wait(self, timeout: float | None = None) -> Run:
@@ -365,17 +396,19 @@ class Run:
         store = self.session.records()
         try:
             graph = (store.run(self.id) or {}).get("provenance", {}).get("graph", {})
+            named = {name for name, node in graph.items() if node.get("map")}
+            return named or set(store.element_counts(self.id))
         finally:
             store.close()
-        named = {name for name, node in graph.items() if node.get("map")}
-        return named or {name.split("[")[0] for name in self.attached if name.endswith("[0]")}
 
     def _cached_elements(self, task: str) -> MapResults:
         """A mapped task's results from the cache, read by a worker, by the result keys its
         elements were recorded with (the failed ones left out)."""
-        kept = [(int(name[len(task) + 1 : -1]), record["cache_key"]) for name, record in self.attached.items()
-                if name.startswith(task + "[") and record["state"] in ("done", "cached")]  # fmt: skip
-        keys = [key for _, key in sorted(kept)]
+        store = self.session.records()
+        try:
+            keys = [row["cache_key"] for row in store.elements(self.id, task, state=("done", "cached"), limit=None)]
+        finally:
+            store.close()
         results = self.session.record["results"]
         fetch = lambda indexes: self._on_worker(elements.take_cached, results, [keys[i] for i in indexes])  # noqa: E731
         return MapResults(task, len(keys), fetch, lambda count: self._on_worker(elements.preview_cached, results, keys[:count]))
@@ -386,7 +419,7 @@ class Run:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} did not settle within {timeout} s")
             time.sleep(0.2)
-        self.attached = {t["name"]: t for t in self.records()}
+        self.attached = self._task_records()
         if any(t["state"] == "interrupted" for t in self.attached.values()):
             raise interruptions.run_interrupted(self.session.record, self.id, recorded=True)
         for name in self.tasks:
@@ -432,7 +465,11 @@ class Run:
         the records: name, inputs (``name=value, ...``, the element first, each value shortened, at
         most ``execute.INPUT_LIMIT`` characters), host, Slurm job, error and remote traceback."""
         fields = ("name", "inputs", "host", "slurm_job", "error", "traceback")
-        return [{f: record.get(f) for f in fields} for record in self.records() if record["state"] == "failed"]
+        store = self.session.records()
+        try:
+            return [{f: record.get(f) for f in fields} for record in store.tasks(self.id, state="failed")]
+        finally:
+            store.close()
 
     def retry_failed(self, on: str | None = None) -> Run:
         """Run again what failed (after a fix): a new run of the same tasks, whose finished tasks and
@@ -440,10 +477,18 @@ class Run:
         return self.resume(on=on)
 
     def records(self) -> list[dict]:
-        """The task records of this run, as the site's record store has them."""
+        """The task records of this run, as the site's record store has them (its maps' elements too)."""
         store = self.session.records()
         try:
             return store.tasks(self.id)
+        finally:
+            store.close()
+
+    def _task_records(self) -> dict[str, dict]:
+        """The records of the run's tasks (not its maps' elements), by name."""
+        store = self.session.records()
+        try:
+            return {t["name"]: t for t in store.tasks(self.id, elements=False)}
         finally:
             store.close()
 
@@ -504,12 +549,12 @@ def attach(session, run_id: str) -> Run:
         deadline = time.monotonic() + 3  # the agent writes in batches: a run just started may be a moment away
         while (found := store.run(run_id)) is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        tasks = store.tasks(run_id)
+        tasks = store.tasks(run_id, elements=False)  # (not the maps' elements: thousands, read when asked for)
     finally:
         store.close()
     if found is None:
         raise PipelineError(f"no run {run_id!r} in the records of site {session.site}; session.runs() lists them")
-    run = Run(session, run_id, found["pipeline"], [t["name"] for t in tasks if "[" not in t["name"]])  # (not elements)
+    run = Run(session, run_id, found["pipeline"], [t["name"] for t in summary.run_order(tasks)])
     run.attached = {t["name"]: t for t in tasks}
     return run
 

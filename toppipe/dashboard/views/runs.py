@@ -62,12 +62,14 @@ def runs_table(rows: list[dict]) -> html.Table:
     return table("runs-table", ("run", "pipeline", "state", "started", "took", "tasks", "error"), body)
 
 
-def step(index: int, triggered: str | None) -> int:
-    """The page after a click on ``runs-prev``/``runs-next``; a filter change goes back to the first page."""
-    if triggered == "runs-next":
+def step(index: int, triggered: str | None, pager: str = "runs",
+         filters: tuple[str, ...] = ("runs-filter-pipeline", "runs-filter-state")) -> int:  # fmt: skip
+    """The page after a click on ``<pager>-prev``/``<pager>-next``; a change of one of *filters*
+    goes back to the first page."""
+    if triggered == f"{pager}-next":
         return index + 1
-    if triggered == "runs-prev":
+    if triggered == f"{pager}-prev":
         return max(index - 1, 0)
-    if triggered in ("runs-filter-pipeline", "runs-filter-state"):
+    if triggered in filters:
         return 0
     return index
