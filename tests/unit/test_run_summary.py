@@ -243,3 +243,23 @@ def test_a_count_s_link_opens_those_elements(board):
     assert board.drill("?task=clean&state=failed") == ("clean", "failed")
     assert board.drill("?task=clean&state=bogus") == ("clean", None)
     assert board.drill("") == (no_update, no_update) and board.drill(None) == (no_update, no_update)
+
+
+def test_a_source_with_only_task_rows_gets_the_same_grouping_and_pages():
+    """SiteSource's defaults group the rows of ``tasks()`` (what a source without queries of its own gives)."""
+    from tests.unit.dashboard_fakes import FakeSource, make_tasks
+
+    source = FakeSource()
+    rows = make_tasks("r00003") + [{"name": f"clean[{i}]", "state": "failed" if i % 3 == 0 else "done", "host": "node1",
+                                    "started": 1.0, "ended": 2.0, "inputs": f"chunks={i}", "traceback": "Traceback"}
+                                   for i in reversed(range(120))]  # fmt: skip
+    source.task_rows["r00003"] = rows
+    board = make_app(source, "t0ken").toppipe
+    board.poller.stop()
+    grouped = {row.task: row for row in source.summary("r00003")}
+    assert grouped["clean"].counts == {"failed": 40, "done": 80} and grouped["chunks"].elements is None
+    assert [t["name"] for t in source.plain_tasks("r00003")] == ["chunks", "clean", "aggregate", "report"]
+    _, table, info, _, next_off = board.elements("r00003", "clean", "failed", 0)
+    assert info == "clean: failed elements 1-40 of 40" and next_off and "element-clean[0]" in ids(table)
+    assert [e["index"] for e in source.elements("r00003", "clean", limit=3, offset=1)] == [1, 2, 3]
+    assert len(source.failures("r00003", 5)) == 5
