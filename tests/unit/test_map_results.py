@@ -11,7 +11,7 @@ import pytest
 
 from toppipe.pipeline import Pipeline, PipelineError, cache, elements, task
 from toppipe.pipeline.elements import MapResults
-from toppipe.pipeline.runs import Run, attach, start
+from toppipe.pipeline.runs import attach, start
 
 
 class Fetcher:
