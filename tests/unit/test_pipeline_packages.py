@@ -52,6 +52,8 @@ def test_a_pipeline_loads_by_module_name_and_keys_on_the_modules_it_calls_into(i
     assert [u.name for u in uses] == [f"{top}.deep", f"{top}.helpers", top, module]  # the chain, dependencies first
     assert {(u.kind, u.distribution, u.version) for u in uses} == {("package", top, "1.0")}
     assert uses[0].path == str((package / "deep.py").resolve())
+    in_repo = sources.modules_used(pipeline.tasks["doubled"].func, str(Path(__file__).parents[2]))
+    assert in_repo == uses  # toppipe is never followed, even in a project that holds it (the local site's)
 
 
 def test_an_edited_helper_deep_in_the_package_rekeys_exactly_the_tasks_that_call_it(installed, project):

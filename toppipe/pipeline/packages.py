@@ -123,11 +123,14 @@ def home_package(func) -> str | None:
 def classify(module: types.ModuleType, real: str, root: str | None, home: str | None) -> tuple[str, str | None] | None:
     """``(kind, distribution)`` of a loaded module whose file is *real*: ``("project", None)`` under
     *root*, ``("package", name)`` in the installed package *home*, ``("outside", None)`` for user code
-    elsewhere; None for what is not followed (the environment, other installed packages, toppipe)."""
+    elsewhere; None for what is not followed (the environment, other installed packages, toppipe:
+    which modules of it are imported varies, and must not change keys)."""
+    top = module.__name__.partition(".")[0]
+    if top in OWN_CODE:  # (its version is the site's, checked at connect; even where the project holds it)
+        return None
     if root and real.startswith(root) and not real.startswith(ENVIRONMENT):
         return "project", None
-    top = module.__name__.partition(".")[0]
-    if top in OWN_CODE or not real.endswith(".py"):
+    if not real.endswith(".py"):
         return None
     if top == home:
         found = distribution_of(module.__name__, real)
