@@ -94,3 +94,18 @@ def test_a_module_name_that_does_not_import_is_one_line_naming_it(session):
     with pytest.raises(PipelineError) as error:
         session.load("probepkg_not_installed.pipeline")
     assert "'probepkg_not_installed.pipeline'" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_another_projects_folder_runs_here_and_is_refused_on_the_workers_in_one_line(session, tmp_path, monkeypatch):
+    from toppipe.pipeline import PipelineError
+
+    name = f"otherpkg_{secrets.token_hex(4)}"
+    package = write_package(tmp_path / "other-project", name)
+    monkeypatch.syspath_prepend(str(package.parent.resolve()))  # (where load puts it: taken off after the test)
+    (package / "__init__.py").write_text(f"from {name}.pipeline import numbers, doubled, lowered, total\n")
+    pipeline = session.load(str(package))
+    with pytest.raises(PipelineError) as refused:
+        pipeline.run(on="hosts")
+    assert f"from {(tmp_path / 'other-project').resolve()}, a folder outside the project" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert pipeline.run(on="local").wait(timeout=60).result("total") == 2 * (1 + 2 + 3) + (-1 + 0 + 1)
