@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from deploy import UserError, artifacts, images
+from deploy.access import files_entry, redis_entry
 from deploy.engine import Engine, Progress, RunReport
 from deploy.inventory import Host, Site
 from deploy.resources import Action, Ensure, Service, ServiceSpec, Upload
@@ -251,7 +252,9 @@ def connection_record(site: Site, ctxs: dict[str, HostContext]) -> dict:
         "project": (ctxs[workers[0].name].project if workers else None),
         "project_local": str(site.project_dir),
         "images": {name: images.digest(name) for names in images_used(site, ctxs).values() for name in names},
+        "redis": redis_entry(site),  # session.store
     }
+    record["files"] = files_entry(site, record["results"])  # session.fs
     if site.tunnelled:
         record["tunnel"] = {f.name: f"{tunnel.LOOPBACK}:{f.local} -> {f.remote}:{f.port}" for f in tunnel.forwards(site)}
     record["deployment"] = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]

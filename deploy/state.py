@@ -6,7 +6,7 @@ Everything lives under ``Site.state_dir`` (private, per user)::
     secrets/jupyter_token              the client's Jupyter
     secrets/dashboard_token            the site dashboard
     secrets/postgres_password, pgpass  the run records (client, db and scheduler hosts)
-    secrets/redis_password             Redis (client, db and scheduler hosts)
+    secrets/redis_password             Redis (client, db, scheduler and worker hosts)
     connection.json        what toppipe.connect reads
     deploys/<id>/          one journal per deploy command (see journal.py)
 """
@@ -41,10 +41,12 @@ class SiteFiles:
 
     def for_host(self, groups) -> dict[str, bytes]:
         """What a host of *groups* receives: TLS for all; every secret for the client, the
-        database's to the db and scheduler hosts; never the CA key."""
+        database's to the db and scheduler hosts, Redis's password to worker hosts too; never the CA key."""
         wanted = set() if "client" not in groups else {n for n in self.files if n.startswith("secrets/")}
         if {"db", "scheduler"} & set(groups):
             wanted |= set(DATA_SECRETS)
+        if "workers" in groups:  # tasks reach Redis with it (toppipe.store())
+            wanted.add("secrets/redis_password")
         return {
             name: content
             for name, content in self.files.items()

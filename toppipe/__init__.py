@@ -3,13 +3,15 @@
     import toppipe
     session = toppipe.connect("local")      # a site name or an inventory path
     session.client.submit(sum, [1, 2]).result()
+    session.store.incr("seen")              # the site's Redis (toppipe.store() inside a task)
+    session.fs.ls("results")                # the site's shared folder
 
 Importing this package is cheap; dask is imported by :func:`connect`.
 """
 
 from toppipe.errors import NotDeployedError, ToppipeError
 
-__all__ = ["NotDeployedError", "ToppipeError", "connect"]
+__all__ = ["NotDeployedError", "ToppipeError", "connect", "store"]
 
 
 def connect(site: str = "local", *, timeout: float | None = None):
@@ -17,3 +19,13 @@ def connect(site: str = "local", *, timeout: float | None = None):
     from toppipe.session import Session
 
     return Session.open(site, timeout=timeout)
+
+
+def store(**options):
+    """Inside a task: a ``redis.Redis`` on the site's Redis, as the worker's dask configuration
+    says (see :mod:`toppipe.site_store`); *options* go to ``redis.Redis``. In the notebook use ``session.store``."""
+    import dask.config
+
+    from toppipe import site_store
+
+    return site_store.connect(site_store.from_config(dask.config.get("toppipe.store", None)), **options)

@@ -122,6 +122,7 @@ class Session:
         self.record = record
         self.site = record["site"]
         self.client = client
+        self._store = self._fs = None  # made at first use
 
     @classmethod
     def open(cls, site: str, timeout: float | None = None) -> Session:
@@ -319,17 +320,48 @@ class Session:
         return attach(self, run_id)
 
     @property
+    def store(self):
+        """The site's Redis (a ``redis.Redis`` answering ``str``), over TLS with its password, for
+        small state shared with tasks (which use :func:`toppipe.store`); made at first use."""
+        if getattr(self, "_store", None) is None:
+            from toppipe import site_store
+
+            self._store = site_store.connect(site_store.from_record(self.record))
+        return self._store
+
+    @property
+    def fs(self):
+        """The site's folder as an fsspec filesystem: ``project/...`` and ``results/...``
+        (see :mod:`toppipe.site_files`); made at first use."""
+        if getattr(self, "_fs", None) is None:
+            from toppipe.site_files import open_site_files
+
+            self._fs = open_site_files(self.record)
+        return self._fs
+
+    @property
     def cluster(self):
         """The site's dask cluster (:class:`toppipe.cluster.SiteCluster`), also ``self.client.cluster``."""
         return self.client.cluster
 
     def close(self) -> None:
         """Close this session's client and cluster object; the site keeps running."""
+        self._close_access()
         try:
             self.client.close()
         except (*interruptions.LOST_ERRORS, ValueError):  # the scheduler is gone: nothing left to close there
             pass
         self.client.cluster.close()
+
+    def _close_access(self) -> None:
+        """Close the Redis connection and the ssh connection of :attr:`store` and :attr:`fs`, if made."""
+        store, self._store = getattr(self, "_store", None), None
+        if store is not None:
+            store.close()
+        fs, self._fs = getattr(self, "_fs", None), None
+        client = getattr(getattr(fs, "fs", None), "client", None)  # the SFTP filesystem's paramiko client
+        if client is not None:
+            client.close()
 
     def __enter__(self) -> Session:
         return self

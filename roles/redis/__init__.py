@@ -7,6 +7,22 @@ from deploy.resources import Directory, File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
 
 
+def runs_redis(site) -> bool:
+    """Whether the site runs Redis: where its db host runs containers."""
+    return site.group("db")[0].runtime == "apptainer"
+
+
+def store_config(ctx: HostContext) -> dict:
+    """``toppipe.store`` of a host's dask configuration: where its tasks (workers' hosts, and the
+    scheduler host, whose configuration Slurm workers read) reach Redis; only the site's name elsewhere."""
+    site = ctx.site
+    found = {"site": site.name}
+    if runs_redis(site) and {"workers", "scheduler"} & set(ctx.host.groups):
+        found |= {"host": site.group("db")[0].address, "port": site.settings.ports.redis,
+                  "ca-file": ctx.path("tls", "ca.pem"), "password-file": ctx.path("secrets", "redis_password")}  # fmt: skip
+    return found
+
+
 def redis_conf(ctx: HostContext) -> bytes:
     """The server's configuration; it holds the password, so it is a secret file."""
     tls = ctx.path("tls")
@@ -35,7 +51,7 @@ class RedisRole(Role):
     group = "db"
 
     def applies_to(self, site, host) -> bool:
-        return super().applies_to(site, host) and host.runtime == "apptainer"
+        return super().applies_to(site, host) and runs_redis(site)
 
     def images(self, ctx: HostContext) -> tuple[str, ...]:
         return ("redis",)

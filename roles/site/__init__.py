@@ -6,10 +6,12 @@ import yaml
 
 from deploy.resources import Absent, Directory, File, Resource
 from roles.base import HostContext, Role
+from roles.redis import store_config
 
 
 def dask_config(ctx: HostContext) -> bytes:
-    """The dask settings every process of the site reads: TLS, and nothing in clear."""
+    """The dask settings every process of the site reads: TLS, and nothing in clear; and where
+    tasks reach the site's Redis (``toppipe.store``, read by :func:`toppipe.store`)."""
     tls = ctx.path("tls")
     pair = {role: {"cert": f"{tls}/{role}.pem", "key": f"{tls}/{role}.key"} for role in ("scheduler", "worker", "client")}
     config = {
@@ -19,7 +21,8 @@ def dask_config(ctx: HostContext) -> bytes:
                 "default-scheme": "tls",
                 "tls": {"ca-file": f"{tls}/ca.pem", "min-version": 1.2, **pair},
             }
-        }
+        },
+        "toppipe": {"store": store_config(ctx)},
     }
     return yaml.safe_dump(config, sort_keys=True).encode()
 

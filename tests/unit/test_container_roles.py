@@ -114,7 +114,7 @@ def test_secrets_reach_only_the_hosts_that_use_them():
     assert set(site_secrets.for_host(("client",))) == set(files) - {"tls/ca.key"}
     assert set(site_secrets.for_host(("db",))) == {"tls/ca.pem", *DATA_SECRETS}
     assert set(site_secrets.for_host(("scheduler", "slurm"))) == {"tls/ca.pem", *DATA_SECRETS}
-    assert set(site_secrets.for_host(("workers",))) == {"tls/ca.pem"}
+    assert set(site_secrets.for_host(("workers",))) == {"tls/ca.pem", "secrets/redis_password"}  # toppipe.store() in tasks
 
 
 def test_the_records_url_is_postgres_over_verified_tls_with_a_password_file(lab):
