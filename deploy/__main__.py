@@ -1,4 +1,4 @@
-"""``python -m deploy {up,down,status,plan,check,build} INVENTORY``.
+"""``python -m deploy {up,down,status,plan,check,build,logs} INVENTORY``.
 
 Exit codes:
   0  done (``status``: every service running and answering; ``check``: every check passed)
@@ -6,7 +6,8 @@ Exit codes:
      a health check failed (``check``, and ``up`` after a successful deploy), or
      an image build failed (``build``: the error ends with the build log's last lines), or
      a host could not be reached (``plan`` is then incomplete), or
-     a task fails already in check mode (``plan``)
+     a task fails already in check mode (``plan``), or
+     a log could not be read (``logs``: its host is unreachable or it has none yet)
   2  bad input: inventory, arguments, a port in use; nothing was changed
   3  ``status`` only: the site is not (fully) running
   130 interrupted
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 import sys
 import time
 
@@ -30,8 +32,9 @@ if "TOPPIPE_SERVICE" in os.environ:
 # made cooperative (what pyinfra's own CLI does first) do the hosts' ssh
 # round trips overlap instead of queueing. Done only when this file is the
 # program (python -m deploy), never on import: the client library and the
-# tests call the same code without it (hosts then take turns).
-if __name__ == "__main__":
+# tests call the same code without it (hosts then take turns). ``logs`` reads one host
+# and may ask the scheduler for its workers with a dask client, which needs the standard library.
+if __name__ == "__main__" and sys.argv[1:2] != ["logs"]:
     from gevent import monkey
 
     # os and signal stay as they are: pexpect (under ansible-runner) forks and reaps its own children
@@ -58,12 +61,17 @@ def parser() -> argparse.ArgumentParser:
         ("status", "what runs where, read from the hosts"),
         ("check", "health checks per host and role: services, TLS, versions, disk, shared folder, Slurm"),
         ("build", "build the site's Apptainer images (cached by the hash of their inputs)"),
+        ("logs", "a service's or worker's log, read on its host (no TARGET: list the targets)"),
     ]:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("inventory", help="inventory folder, e.g. inventories/local")
         if name == "up":
             cmd.add_argument("-v", "--verbose", action="store_true", help="also list actions that changed nothing")
             cmd.add_argument("--no-check", action="store_true", help="skip the health checks after a successful deploy")
+        if name == "logs":
+            cmd.add_argument("target", nargs="?", help="scheduler, HOST/SERVICE (node1/workers), a worker's name or address, or a Slurm job id")
+            cmd.add_argument("-n", "--lines", type=int, default=20, help="how many of the last lines (default 20)")
+            cmd.add_argument("-f", "--follow", action="store_true", help="then print lines as they are written, until interrupted")
         if name == "down":
             cmd.add_argument("--purge", action="store_true", help="also delete the site's data, secrets and state")
     return top
@@ -205,7 +213,59 @@ def cmd_build(site: Site, args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status, "check": cmd_check, "build": cmd_build}
+def cmd_logs(site: Site, args) -> int:
+    from deploy import logs
+
+    if args.target is None:
+        services, slurm_log = logs.site_services(_engine(), site)
+        for target in logs.targets(services):
+            display.out(target)
+        return EXIT_OK
+    target = _log_target(site, args.target)
+    if args.follow:  # until interrupted or terminated, which both end the follower on the host too
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
+        try:
+            for line in logs.follow(site, target, args.lines):
+                display.out(line)
+        except KeyboardInterrupt:
+            pass
+        return EXIT_OK
+    text = logs.read(site, target, args.lines)
+    if text:
+        display.out(text)
+    return EXIT_OK
+
+
+def _log_target(site: Site, name: str):
+    """The log *name* names; a worker's name or address is asked of the scheduler only when nothing else matches."""
+    from deploy import logs
+
+    try:
+        return logs.locate(_engine(), site, name)
+    except UserError:
+        workers = _site_workers(site)
+        if not workers:
+            raise
+        return logs.locate(_engine(), site, name, workers)
+
+
+def _site_workers(site: Site) -> list:
+    """The site's dask workers as its scheduler lists them, or none when it cannot be asked."""
+    from deploy.logs import Worker
+
+    if not (site.state_dir / "connection.json").is_file():
+        return []
+    import toppipe
+    from toppipe.errors import ToppipeError
+
+    try:
+        with toppipe.connect(str(site.inventory.parent), timeout=10) as session:
+            return [Worker(w.name, w.address, w.host, w.slurm_job) for w in session.workers()]
+    except (OSError, ToppipeError):
+        return []
+
+
+COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status, "check": cmd_check, "build": cmd_build, "logs": cmd_logs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,10 @@ def out(line: str = "") -> None:
 
 
 class ProgressPrinter:
-    """Prints one line per finished action; unchanged ones only when verbose."""
+    """Prints one line per finished action (to *write*: stdout, or a notebook's view); unchanged ones only when verbose."""
 
-    def __init__(self, verbose: bool = False):
-        self.verbose = verbose
+    def __init__(self, verbose: bool = False, write=None):
+        self.verbose, self.write = verbose, write or out
         self.started = time.monotonic()
         self.count = 0
 
@@ -29,9 +29,9 @@ class ProgressPrinter:
             return
         action = result.action
         line = f"  [{time.monotonic() - self.started:5.1f}s] {action.host:<12} {action.role:<10} {action.resource.describe():<48} {_MARKS[result.outcome]}"
-        out(line)
+        self.write(line)
         if result.outcome in (Outcome.FAILED, Outcome.REFUSED) and result.message:
-            out(f"      {result.message}")
+            self.write(f"      {result.message}")
 
 
 def summary(report: RunReport, seconds: float) -> None:

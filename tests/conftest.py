@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,15 @@ def run_deploy(*args: str, state_dir: Path, timeout: float = 300, cwd: Path = RE
     return Completed(proc.returncode, proc.stdout, proc.stderr)
 
 
+def start_deploy(*args: str, state_dir: Path, cwd: Path = REPO) -> subprocess.Popen:
+    """``python -m deploy ARGS`` started as a subprocess (text pipes) with TOPPIPE_STATE_DIR=*state_dir*."""
+    env = {**os.environ, "TOPPIPE_STATE_DIR": str(state_dir)}
+    env.pop("TOPPIPE_SERVICE", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "deploy", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 @contextmanager
 def deployed(inventory: str, state_dir: Path):
     """The site of *inventory* up with its state in *state_dir* while inside; ``down --purge`` after."""
@@ -41,6 +52,20 @@ def deployed(inventory: str, state_dir: Path):
         yield state_dir
     finally:
         run_deploy("down", inventory, "--purge", state_dir=state_dir)
+
+
+def line_queue(stream) -> queue.Queue:
+    """The lines of *stream* (a subprocess's pipe), put in a queue by a reader thread as they come;
+    ``get(timeout=...)`` waits for the next with a deadline. None once the stream ends."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
 
 
 def marked_pids(site: str) -> list[int]:

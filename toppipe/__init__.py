@@ -29,3 +29,21 @@ def store(**options):
     from toppipe import site_store
 
     return site_store.connect(site_store.from_config(dask.config.get("toppipe.store", None)), **options)
+
+
+def up(inventory: str, *, timeout: float | None = None):
+    """Bring the site of *inventory* up as ``python -m deploy up`` does (journaled, live progress
+    in Jupyter) and return a :class:`toppipe.session.Session` on it."""
+    from toppipe.control import SiteControl
+    from toppipe.session import Session
+    from toppipe.site_services import Progress
+
+    control = SiteControl(inventory, origin="notebook")
+    progress = Progress(f"up: site from {inventory}")
+    try:
+        control.up(progress)
+    except ToppipeError as exc:
+        progress.done(f"failed: {exc}")
+        raise
+    progress.done("done")
+    return Session.open(inventory, timeout=timeout)

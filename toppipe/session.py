@@ -115,6 +115,10 @@ def _only_python_patch_differs(warning: warnings.WarningMessage) -> bool:
     return len(minors) == 1
 
 
+#: Seconds between two attempts to reach a scheduler whose tunnel end answers but whose far end does not (yet).
+RETRY_SECONDS = 0.5
+
+
 class Session:
     """A connection to one site. Use as a context manager or call :meth:`close`."""
 
@@ -130,13 +134,25 @@ class Session:
 
         from toppipe.cluster import SiteCluster, load_record
 
+        from dask.utils import parse_timedelta
+
         record = load_record(site)
         wait = timeout if timeout is not None else dask.config.get("toppipe.connect-timeout")
+        deadline = time.monotonic() + parse_timedelta(wait)
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                # client.cluster: scale/adapt go to the site agent; closing it (or client.shutdown()) leaves the site up
-                client = Client(SiteCluster(record=record, timeout=wait), timeout=wait, set_as_default=True)
+            while True:
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        # client.cluster: scale/adapt go to the site agent; closing it (or client.shutdown()) leaves the site up
+                        client = Client(SiteCluster(record=record, timeout=wait), timeout=wait, set_as_default=True)
+                    break
+                except ValueError as exc:
+                    # through a tunnel, a scheduler that does not listen (yet) closes the connection before
+                    # TLS; dask retries a refused connection within the timeout, so this is retried too
+                    if not interruptions.closed_before_tls(exc) or time.monotonic() + RETRY_SECONDS > deadline:
+                        raise
+                    time.sleep(RETRY_SECONDS)
             for warning in caught:
                 if not _only_python_patch_differs(warning):
                     warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
@@ -338,6 +354,56 @@ class Session:
 
             self._fs = open_site_files(self.record)
         return self._fs
+
+    # -- the servers -------------------------------------------------------
+
+    @property
+    def control(self):
+        """The deploy tool on this site (:class:`toppipe.control.SiteControl`): what the CLI does, journaled the same."""
+        from toppipe.control import SiteControl
+
+        return SiteControl(self.record["inventory"], origin="notebook")
+
+    def services(self):
+        """Every service on every host, with its health (answering or not) read from the hosts now;
+        each has ``start()``, ``stop()``, ``restart()`` and ``logs(tail=N)``. Index it by
+        ``"scheduler"`` or ``"host/service"``."""
+        from toppipe.site_services import services
+
+        return services(self.control, self)
+
+    def logs(self, target: str, tail: int = 50, follow: bool = False):
+        """The last *tail* lines of a log as text; with *follow*, an iterator of its lines that
+        goes on as they are written (close it, or stop the loop, to end it).
+
+        *target*: a service (``"scheduler"``), a host's service (``"node1/workers"``), a
+        worker's name or address, or a Slurm job id.
+        """
+        control, workers = self.control, self._log_workers()
+        if follow:
+            return control.follow_log(target, tail, workers)
+        return control.read_log(target, tail, workers)
+
+    def _log_workers(self) -> list:
+        from deploy.logs import Worker
+
+        try:
+            return [Worker(w.name, w.address, w.host, w.slurm_job) for w in self.workers()]
+        except (OSError, ToppipeError):  # the scheduler is down: services and job ids still resolve
+            return []
+
+    def down(self, purge: bool = False) -> None:
+        """Stop every service of the site as ``python -m deploy down`` does (journaled, progress shown),
+        then close this session. *purge* also deletes the site's data, secrets and state."""
+        from toppipe.site_services import Progress
+
+        progress = Progress(f"down: site {self.site}")
+        self.control.down(progress, purge=purge)
+        progress.done("done")
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - its scheduler is gone: nothing left to close there
+            pass
 
     @property
     def cluster(self):

@@ -144,6 +144,11 @@ class Connections:
         path, destination = self._masters[host]
         return ["ssh", "-o", f"ControlPath={path}", "-o", "ControlMaster=no", "-W", unparse_host_port(address, port), destination]
 
+    def command_argv(self, host: str, command: str) -> list[str]:
+        """ssh running *command* on *host* over its master connection (opened by a :meth:`batch` on it first)."""
+        path, destination = self._masters[host]
+        return ["ssh", "-o", f"ControlPath={path}", "-o", "ControlMaster=no", destination, command]
+
     def close(self) -> None:
         for path, address in self._masters.values():
             if not os.path.exists(path):

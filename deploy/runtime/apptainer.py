@@ -78,7 +78,7 @@ from dataclasses import dataclass
 
 from deploy.resources import ServiceSpec
 from deploy.runtime.base import Runtime, ServiceState
-from deploy.runtime.shell import kill_marked, marked_pids, probe_list, probe_ports, q, wait_until_ready
+from deploy.runtime.shell import kill_marked, marked_pids, open_log, probe_list, probe_ports, q, wait_until_ready
 
 #: Characters apptainer accepts in an instance name.
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]")
@@ -259,7 +259,7 @@ stop_instances "$inst"
 rm -f "$d/pid" "$d/digest"
 [ -r "$image" ] || {{ echo "{spec.name}: no image $image on $(hostname)" >&2; exit 1; }}
 cd {q(spec.workdir)}
-log="$d/log"; touch "$log"; chmod 600 "$log"
+{open_log()}
 echo "--- $(date -u +%FT%TZ) starting {spec.name} in instance $inst of $image ($app)" >> "$log"
 if ! "$app" -s instance start {opts} {binds} "$image" "$inst" </dev/null >>"$log" 2>&1; then
   echo "{spec.name}: instance $inst did not start; last lines of $log:" >&2; tail -n 15 "$log" >&2; exit 1

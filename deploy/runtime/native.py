@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from deploy.resources import ServiceSpec
 from deploy.runtime.base import Runtime, ServiceState
-from deploy.runtime.shell import STOP_GRACE_SECONDS, probe_list, probe_ports, wait_until_ready  # noqa: F401
+from deploy.runtime.shell import STOP_GRACE_SECONDS, open_log, probe_list, probe_ports, wait_until_ready  # noqa: F401
 from deploy.runtime.shell import kill_marked as _kill_marked
 from deploy.runtime.shell import q as _q
 
@@ -65,7 +65,7 @@ mkdir -p "$d" && chmod 700 "$d"
 {_kill_marked(spec.marker, fixed=True)}
 rm -f "$d/pid" "$d/digest"
 cd {_q(spec.workdir)}
-log="$d/log"; touch "$log"; chmod 600 "$log"
+{open_log()}
 echo "--- $(date -u +%FT%TZ) starting {spec.name}" >> "$log"
 ( {_environment(spec, marked=True)}setsid {argv} ) </dev/null >>"$log" 2>&1 &
 pid=$!

@@ -37,6 +37,22 @@ if [ -n "$pids" ]; then
 fi"""
 
 
+#: A service's log is moved aside to ``log.1`` (the one before is dropped) when it starts past this size.
+LOG_LIMIT_BYTES = 20 * 1024 * 1024
+
+
+def open_log(limit: int = LOG_LIMIT_BYTES) -> str:
+    """Bash setting ``$log`` to ``$d/log``, rotated first when over *limit* bytes, private.
+
+    So a service's logs take at most twice *limit* plus what one run writes.
+    """
+    return (
+        'log="$d/log"\n'
+        f'if [ -f "$log" ] && [ "$(stat -c %s "$log")" -gt {limit} ]; then mv -f "$log" "$log.1"; fi\n'
+        'touch "$log"; chmod 600 "$log"'
+    )
+
+
 def probe_list(ports: tuple[tuple[str, int], ...]) -> str:
     """The ``ADDR:PORT`` words the probes below loop over."""
     return " ".join(f"{q(addr)}:{port}" for addr, port in ports)

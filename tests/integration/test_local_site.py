@@ -188,6 +188,16 @@ def test_secrets_are_private_and_never_printed(site, state_dir):
             assert token not in journal.read_text()
     key = (root / "tls" / "scheduler.key").read_text()
     assert key.splitlines()[1] not in printed
+    # nor in a service's log, nor in what python -m deploy logs shows of them
+    secrets = [path.read_text().strip() for path in (root / "secrets").iterdir() if path.is_file()]
+    secrets = [text for text in secrets + [key.splitlines()[1]] if len(text) >= 8]
+    assert token in secrets
+    for target in ("scheduler", "workers", "jupyter", "dashboard"):
+        shown = run_deploy("logs", INVENTORY, target, "-n", "100000", state_dir=state_dir)
+        assert shown.code == 0 and shown.stdout, shown.stderr
+        assert not [s for s in secrets if s in shown.stdout + shown.stderr], target
+    for log in root.glob("services/*/log*"):
+        assert not [s for s in secrets if s in log.read_text()], log
 
 
 def test_every_run_leaves_a_journal_that_status_reads(site, state_dir):

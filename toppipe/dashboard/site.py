@@ -3,15 +3,14 @@ the agent for workers and the Slurm queue, the record store for runs.
 
 Everything a page shows comes through here; the poller calls ``site_view``
 (services are asked over ssh, like ``deploy status``), so open pages cost the
-site nothing more. Actions are journaled like CLI commands
-(``deploys/<id>/`` in the site's state folder).
+site nothing more. Actions go through :mod:`toppipe.control`, journaled like CLI
+commands (``deploys/<id>/`` in the site's state folder).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from toppipe.dashboard.source import SiteSource
 from toppipe.errors import ToppipeError
@@ -23,10 +22,6 @@ class RealSite(SiteSource):
     def __init__(self, site: str):
         self.name = site
         self._session = None
-        self._engine = None
-        # Every use of the deploy engine happens on this one thread: pyinfra runs on gevent, whose
-        # child-process watchers (the local connector) work only on the loop made first.
-        self._deploy_thread = ThreadPoolExecutor(1, thread_name_prefix="toppipe-deploy")
 
     # -- connections --------------------------------------------------------
 
@@ -47,33 +42,16 @@ class RealSite(SiteSource):
             self._session = toppipe.connect(self.name)
         return self._session
 
-    def _site_and_engine(self):
-        from deploy.engine import get_engine
-        from deploy.inventory import load_site
+    def control(self):
+        """The deploy tool on this site (:class:`toppipe.control.SiteControl`), found from its record."""
+        from toppipe.control import SiteControl
 
-        site = load_site(self.record["inventory"])
-        if self._engine is None:
-            self._engine = get_engine()
-        return site, self._engine
-
-    def _reset_engine(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-        self._engine = None
+        return SiteControl(self.record["inventory"], origin="dashboard")
 
     # -- the site -----------------------------------------------------------
 
     def site_view(self) -> dict:
-        from deploy import lifecycle
-
-        def ask():
-            try:
-                site, engine = self._site_and_engine()
-                return site, *lifecycle.status(engine, site)
-            finally:
-                self._reset_engine()  # a fresh connection next time: hosts come and go
-
-        site, states, unreachable = self._deploy_thread.submit(ask).result()
+        site, states, unreachable = self.control().states()
         now, record = time.time(), self.record  # the file is read once per look
         services = [
             {"host": host, "name": name, "healthy": state.answering,
@@ -171,45 +149,14 @@ class RealSite(SiteSource):
 
     # -- actions --------------------------------------------------------------
 
-    def _service_action(self, host: str, name: str, running: bool) -> str:
-        return self._deploy_thread.submit(self._apply_service, host, name, running).result()
-
-    def _apply_service(self, host: str, name: str, running: bool) -> str:
-        """Start or stop one service as ``deploy`` would, journaled like a CLI command (deploy thread only)."""
-        from deploy import lifecycle
-        from deploy.journal import Journal
-        from deploy.resources import Action, Service
-        from deploy.state import site_files
-
-        try:
-            site, engine = self._site_and_engine()
-            ctxs = lifecycle.contexts(engine, site, site_files(site))
-            found = [(h, role, spec) for h, role, spec in lifecycle.services_by_role(site, ctxs) if h == host and spec.name == name]
-            if not found:
-                raise ToppipeError(f"no service {name} on {host}")
-            journal = Journal.start(site, f"dashboard-{'start' if running else 'stop'}", {"host": host, "service": name})
-            report = engine.apply(site, [Action(h, role, Service(spec, running=running)) for h, role, spec in found])
-            for result in report.results:
-                journal.event(result)
-            journal.finish(0 if report.ok else 1, report)
-        finally:
-            self._reset_engine()
-        if not report.ok:
-            failed = report.failed[0] if report.failed else None
-            raise ToppipeError(f"{name} on {host}: {failed.message if failed else 'host unreachable'}")
-        verb, state = ("started", "running") if running else ("stopped", "stopped")
-        return f"{name} on {host} {verb}" if report.changed else f"{name} on {host} was already {state}"
-
     def start_service(self, host: str, name: str) -> str:
-        return self._service_action(host, name, True)
+        return self.control().service("start", host, name)
 
     def stop_service(self, host: str, name: str) -> str:
-        return self._service_action(host, name, False)
+        return self.control().service("stop", host, name)
 
     def restart_service(self, host: str, name: str) -> str:
-        self._service_action(host, name, False)
-        self._service_action(host, name, True)
-        return f"{name} on {host} restarted"
+        return self.control().service("restart", host, name)
 
     def scale(self, n: int, on: str) -> str:
         self.session().scale(int(n), on=on)
