@@ -5,13 +5,16 @@
     session.client.submit(sum, [1, 2]).result()
     session.store.incr("seen")              # the site's Redis (toppipe.store() inside a task)
     session.fs.ls("results")                # the site's shared folder
+    session = toppipe.up("inventories/local")   # python -m deploy up, from Python (live progress)
+    session.services()["workers"].restart()     # each service: start/stop/restart/logs, journaled
+    session.logs("scheduler", tail=20)          # or "node1/workers", a worker, a Slurm job id
 
 Importing this package is cheap; dask is imported by :func:`connect`.
 """
 
 from toppipe.errors import NotDeployedError, ToppipeError
 
-__all__ = ["NotDeployedError", "ToppipeError", "connect", "store"]
+__all__ = ["NotDeployedError", "ToppipeError", "connect", "store", "up"]
 
 
 def connect(site: str = "local", *, timeout: float | None = None):
