@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import deployed, line_queue, marked_pids, run_deploy, start_deploy
+from tests.conftest import REPO, deployed, line_queue, marked_pids, run_deploy, start_deploy
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +165,29 @@ def tails_of(path: str) -> list[int]:
         if argv and argv[0].endswith(b"tail") and path.encode() in argv:
             found.append(int(entry.name))
     return found
+
+
+def test_in_a_jupyter_kernel_up_shows_its_progress_in_a_widget_and_services_work(session, state_dir):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"import toppipe\nsession = toppipe.up({INVENTORY!r})"),
+        nbformat.v4.new_code_cell("print(session.services()['jupyter'].health)\nprint(session.logs('scheduler', tail=2))"),
+        nbformat.v4.new_code_cell("session.close()"),
+    ]
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOPPIPE_STATE_DIR", str(state_dir))  # the kernel inherits it
+        client.execute()
+    views = [o for o in nb.cells[0].outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 1, nb.cells[0].outputs
+    state = [m["state"] for m in nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()]
+    (shown,) = [w["value"] for w in state if w.get("_model_name") == "HTMLModel"]
+    assert "up: site from inventories/local: done" in shown and "actions)" in shown
+    printed = nb.cells[1].outputs[0]["text"].splitlines()
+    assert printed[0] == "answering" and len(printed) == 3
 
 
 def test_up_and_down_from_python_are_journaled_like_the_cli(session, state_dir, capsys):
