@@ -5,6 +5,8 @@ a restart of the workers journaled like a CLI command, logs from Python and from
 from __future__ import annotations
 
 import json
+import secrets
+import textwrap
 import time
 from pathlib import Path
 
@@ -188,6 +190,33 @@ def test_in_a_jupyter_kernel_up_shows_its_progress_in_a_widget_and_services_work
     assert "up: site from inventories/local: done" in shown and "actions)" in shown
     printed = nb.cells[1].outputs[0]["text"].splitlines()
     assert printed[0] == "answering" and len(printed) == 3
+
+
+def test_a_task_ended_for_memory_says_so_with_the_limit_and_the_host(session, tmp_path):
+    from toppipe.pipeline.graph import PipelineError
+
+    path = tmp_path / "pipelines" / "hog.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent(f"""
+        import time
+        from toppipe.pipeline import task
+
+        @task
+        def hog(nonce={secrets.token_hex(4)!r}):
+            block = bytearray(5 * 2**29)  # 2.5 GiB, past the local site's 2 GiB per worker
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            time.sleep(30)
+            return len(block)
+        """))
+    run = session.load(path).run(on="hosts")
+    with pytest.raises(PipelineError) as failure:
+        run.wait(timeout=300)
+    message = str(failure.value)
+    assert "task hog needs more memory than a worker has: worker localhost-" in message, message
+    assert "on localhost was ended at" in message and "of its 2.00 GiB limit" in message, message
+    assert "KilledWorker" not in message and "\n" not in message
+    session.wait_for_workers(2)
 
 
 def test_up_and_down_from_python_are_journaled_like_the_cli(session, state_dir, capsys):

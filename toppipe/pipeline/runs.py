@@ -351,8 +351,21 @@ class Run:
             future = self.futures[name]
             if future.status == "error":
                 error = future.exception()
-                raise error if isinstance(error, TaskFailed) else PipelineError(f"run {self.id}: task {name} failed: {error}")
+                if isinstance(error, TaskFailed):
+                    raise error
+                raise PipelineError(f"run {self.id}: task {name} failed: {self._memory_kill(name, error) or error}")
         return self
+
+    def _memory_kill(self, task: str, error: BaseException) -> str | None:
+        """Why *task* died, when the workers running it were ended for memory (see :mod:`toppipe.memory_kills`)."""
+        from toppipe import memory_kills
+
+        if type(error).__name__ != "KilledWorker":
+            return None
+        hosts = {address: name for name, address in self.session.record.get("hosts", {}).items()}
+        with self.session.guard_scheduler(self.id):
+            events = self.session.client.get_events(memory_kills.TOPIC)
+        return memory_kills.explain(task, error, events, hosts)
 
     def result(self, task: str):
         """The result of *task* (waits for it). A mapped task's is a :class:`MapResults`: a sequence
@@ -383,7 +396,13 @@ class Run:
             return MapResults(task, on_worker(elements.count_held), lambda indexes: on_worker(elements.take_held, indexes),
                               lambda count: on_worker(elements.preview_held, count))  # fmt: skip
         with self.session.guard_scheduler(self.id, self.futures.values()):
-            return future.result().value
+            try:
+                return future.result().value
+            except Exception as error:  # noqa: BLE001 - only a memory kill is told otherwise
+                explained = self._memory_kill(task, error)
+                if explained is None:
+                    raise
+        raise PipelineError(f"run {self.id}: {explained}")
 
     def _on_worker(self, func, *args):
         """*func(*args)* run on a worker (dask picks one holding the futures among *args*), its value here."""
