@@ -22,6 +22,10 @@ DELAY = 0.3
 EXCLUDE = SYNC_EXCLUDE
 
 
+#: The longest path of a unix socket, and what ssh adds to a ControlPath while it makes the socket.
+SOCKET_PATH_MAX, CONTROL_SUFFIX = 107, 17
+
+
 def target_dir(site: Site) -> str:
     return f"{site.settings.paths.shared}/{site.name}/project"
 
@@ -42,9 +46,12 @@ def _lua(value) -> str:
 def lsyncd_config(ctx: HostContext) -> bytes:
     site, via = ctx.site, ctx.site.scheduler_host
     rundir = ctx.path("services", "lsyncd")
-    options = {"StrictHostKeyChecking": "yes", "BatchMode": "yes", "ControlMaster": "auto",
-               # user@host:port, not %C (40 characters): a socket path has room for about 100
-               "ControlPath": posixpath.join(rundir, "cm-%r@%h:%p"), "ControlPersist": "60"}  # fmt: skip
+    options = {"StrictHostKeyChecking": "yes", "BatchMode": "yes"}
+    # user@host:port, not %C (40 characters): a socket path has room for 107 bytes, and ssh
+    # adds 17 while it makes the socket; a deeper state folder syncs without a master
+    control = posixpath.join(rundir, f"cm-{via.user or 'me'}@{via.address}:{via.port or 22}")
+    if len(control.encode()) + CONTROL_SUFFIX <= SOCKET_PATH_MAX:
+        options |= {"ControlMaster": "auto", "ControlPath": posixpath.join(rundir, "cm-%r@%h:%p"), "ControlPersist": "60"}
     if via.known_hosts:
         options["UserKnownHostsFile"] = via.known_hosts
     if via.jump:
