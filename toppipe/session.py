@@ -147,10 +147,12 @@ class Session:
                         # client.cluster: scale/adapt go to the site agent; closing it (or client.shutdown()) leaves the site up
                         client = Client(SiteCluster(record=record, timeout=wait), timeout=wait, set_as_default=True)
                     break
-                except ValueError as exc:
+                except (OSError, ValueError) as exc:
                     # through a tunnel, a scheduler that does not listen (yet) closes the connection before
-                    # TLS; dask retries a refused connection within the timeout, so this is retried too
-                    if not interruptions.closed_before_tls(exc) or time.monotonic() + RETRY_SECONDS > deadline:
+                    # TLS or during dask's handshake; dask retries a refused connection within the timeout,
+                    # so these are retried too (not when the tunnel itself is closed)
+                    retried = isinstance(exc, OSError) or interruptions.closed_before_tls(exc)
+                    if not retried or time.monotonic() + RETRY_SECONDS > deadline or interruptions.tunnel_closed(record):
                         raise
                     time.sleep(RETRY_SECONDS)
             for warning in caught:
