@@ -276,13 +276,33 @@ def up(engine: Engine, site: Site, progress: Progress | None = None, note: Calla
     build_images(site, ctxs, note)
     secrets.save(site)
     shipped = ship_images(engine, site, ctxs, progress)
-    report = engine.apply(site, up_actions(site, ctxs), progress)
+    actions = up_actions(site, ctxs)
+    # an agent in an allocation is found through the scheduler file its job writes: its tunnel
+    # starts in a run of its own, once the run that submits the job has ended
+    following = [a for a in actions if a.role == "tunnel"] if site.agent_in_allocation else []
+    report = engine.apply(site, [a for a in actions if a not in following], progress)
+    if following:
+        report.results += follow_agent(engine, site, following, report, progress)
     if shipped is not None:  # an image that failed to arrive also fails the services that need it, by name
         report.results[:0] = shipped.results
     record = connection_record(site, ctxs)
     if report.ok:
         write_connection(site, record)
     return UpResult(report, record)
+
+
+def follow_agent(engine: Engine, site: Site, actions: list[Action], before: RunReport, progress: Progress | None) -> list:
+    """The tunnel to an agent in an allocation, started after the run that submitted its job
+    (skipped when that run did not converge)."""
+    from deploy.engine import ActionResult, Outcome
+
+    if not before.ok:
+        return [ActionResult(a, Outcome.SKIPPED, "not run: the site agent's job was not submitted") for a in actions]
+    follower = type(engine)()
+    try:
+        return follower.apply(site, actions, progress).results
+    finally:
+        follower.close()
 
 
 def plan(engine: Engine, site: Site) -> RunReport:

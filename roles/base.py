@@ -103,12 +103,13 @@ class HostContext:
 
     def exec_command(
         self, image: str, argv: list[str], binds: tuple[str, ...] = (), env: tuple[tuple[str, str], ...] = (),
-        passed: tuple[str, ...] = (), with_project: bool = False,
+        passed: tuple[str, ...] = (), with_project: bool = False, expanded: str = "",
     ) -> str:
         """Shell for a one-off command with *env*: inside *image* on apptainer hosts, else as is.
 
         *passed* names variables of the calling shell handed into the container
-        as they are when the command runs (a Slurm job's ``SLURM_JOB_ID``).
+        as they are when the command runs (a Slurm job's ``SLURM_JOB_ID``);
+        *expanded* is apptainer options left for that shell to expand.
         """
         command = " ".join(shlex.quote(a) for a in argv)
         if not self.in_containers:
@@ -116,6 +117,7 @@ class HostContext:
         options = ["--cleanenv"] + [f"--env {shlex.quote(f'{k}={v}')}" for k, v in (*self.container_env(with_project), *env)]
         options += [f"--bind {shlex.quote(b)}" for b in self.binds + binds]
         options += [f'--env "{name}=${{{name}:-}}"' for name in passed]
+        options += [expanded] if expanded else []
         app = '"$(command -v apptainer || command -v singularity)"'
         return f"{app} -s exec {' '.join(options)} {shlex.quote(self.image(image))} {command}"
 

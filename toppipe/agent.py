@@ -6,6 +6,12 @@ scheduler *is* the site's scheduler, so job submission happens here, next
 to Slurm, and never on the desktop. Sessions reach it through scheduler
 handlers: ``toppipe_scale``, ``toppipe_adapt``, ``toppipe_adapt_stop``, ``toppipe_pool``
 and ``toppipe_workers``.
+
+Inside a Slurm allocation (``allocation`` in its config) it hands over before its
+walltime: it submits its successor with the same job script and comment, to start
+once this job has ended, records the runs in flight ``interrupted`` and stops (its
+Slurm workers with it). Sessions then fail in one line until the successor runs;
+``run.resume()`` takes the finished tasks from the cache.
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ class Agent:
         self.joined: dict[str, float] = {}
         self.recorder = None
         self._queue: tuple[float, list[dict]] | None = None
+        self.handing_over: str | None = None  # why this agent stops before its successor starts
 
     async def start(self) -> None:
         from distributed import Scheduler
@@ -105,6 +112,10 @@ class Agent:
         }
         if self.config.get("scheduler_file"):
             scheduler_options["scheduler_file"] = self.config["scheduler_file"]
+        if self.config.get("allocation"):  # listening on every address: publish the one the site reaches
+            from distributed.utils import get_ip
+
+            scheduler_options["contact_address"] = f"tls://{get_ip(self.config['allocation']['reach'])}:{self.config['port']}"
         if self.config.get("slurm"):
             from dask_jobqueue import SLURMCluster
 
@@ -218,6 +229,8 @@ class Agent:
                 logging.getLogger("toppipe.agent").exception("rotating %s failed", worker.name)
 
     async def stop(self) -> None:
+        if self.recorder is not None and self.handing_over:
+            self.recorder.interrupt_runs(self.handing_over)
         if self.cluster is not None:
             await self.cluster.close()  # scancels every job it submitted
         elif self.scheduler is not None:
@@ -255,17 +268,61 @@ class _JoinTimes(SchedulerPlugin):
         self.joined.pop(worker, None)
 
 
+def replacement_margin(walltime: int) -> int:
+    """Seconds before its walltime when an agent in an allocation hands over: a tenth of it, from 1 to 15 minutes."""
+    return max(60, min(900, walltime // 10))
+
+
+def hand_over_in(allocation: dict[str, Any], started: float, now: float) -> float:
+    """Seconds until an agent whose job started at *started* hands over (its walltime less the margin)."""
+    walltime = int(allocation["walltime"])
+    return max(0.0, started + walltime - replacement_margin(walltime) - now)
+
+
+async def submit_successor(script: str, job: str) -> str:
+    """Submit *script* again, with this job's comment, to start once job *job* has ended; the new job's id."""
+    comment = await _output("squeue", "-h", "-j", job, "-o", "%k")
+    options = [f"--comment={comment}"] if comment and comment != "(null)" else []
+    return (await _output("sbatch", "--parsable", f"--dependency=afterany:{job}", *options, script)).split(";")[0]
+
+
+async def _output(*argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {err.decode().strip()}")
+    return out.decode().strip()
+
+
+async def hand_over(agent: Agent, config: dict[str, Any], started: float, stop: asyncio.Event) -> None:
+    """Before the walltime: the successor queued, then this agent stops."""
+    await asyncio.sleep(hand_over_in(config["allocation"], started, time.time()))
+    job = os.environ.get("SLURM_JOB_ID", "")
+    log = logging.getLogger("toppipe.agent")
+    try:
+        successor = await submit_successor(config["allocation"]["script"], job)
+        why = f"the scheduler's Slurm job {job} reached its walltime; job {successor} takes over when it ends"
+    except (OSError, RuntimeError) as error:
+        why = f"the scheduler's Slurm job {job} reached its walltime and no successor was submitted ({error}); the next up submits one"
+    log.warning("%s; runs in flight are recorded interrupted", why)
+    agent.handing_over = why
+    stop.set()
+
+
 async def run(config: dict[str, Any]) -> None:
+    started = time.time()
     agent = Agent(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
-    rotating = asyncio.create_task(agent.keep_rotating()) if agent.cluster is not None else None
+    helpers = [asyncio.create_task(agent.keep_rotating())] if agent.cluster is not None else []
+    if config.get("allocation") and os.environ.get("SLURM_JOB_ID"):
+        helpers.append(asyncio.create_task(hand_over(agent, config, started, stop)))
     await stop.wait()
-    if rotating is not None:
-        rotating.cancel()
+    for helper in helpers:
+        helper.cancel()
     await agent.stop()
 
 

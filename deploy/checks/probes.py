@@ -167,3 +167,21 @@ def judge_slurm(host: str, section: Section) -> CheckResult:
     detail = "node states: " + (", ".join(states) or "none")
     usable = any(usable_slurm_state(state) for state in states)
     return CheckResult(host, "slurm", check, usable, detail if usable else f"no idle, mixed or allocated node; {detail}")
+
+
+def agent_job_script(name: str) -> str:
+    """The site agent's Slurm jobs (placement ``allocation``): ``id state node`` a line."""
+    return f'squeue -h -u "$(id -un)" -n {shlex.quote(name)} -o "%i %T %N"'
+
+
+def judge_agent_job(host: str, section: Section) -> CheckResult:
+    """One of the agent's jobs runs (a successor may wait behind it)."""
+    check = "agent job running"
+    if not section.ok:
+        return CheckResult(host, "scheduler", check, False, f"squeue failed: {last_line(section.output)}")
+    jobs = [line.split() for line in section.output.splitlines() if line.strip()]
+    running = [job for job in jobs if len(job) == 3 and job[1] == "RUNNING"]
+    if running:
+        return CheckResult(host, "scheduler", check, True, f"job {running[0][0]} on {running[0][2]}")
+    listed = ", ".join(f"{job[0]} {job[1].lower()}" for job in jobs if len(job) >= 2)
+    return CheckResult(host, "scheduler", check, False, f"no agent job runs ({listed or 'none queued'}); python -m deploy up submits one")

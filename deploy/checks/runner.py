@@ -69,6 +69,8 @@ def _batch(site: Site, ctx: HostContext, specs: list[ServiceSpec], token: str) -
         sections["shared write"] = shared.write_script(shared.marker_path(site.settings.paths.shared, site.name, host.name, token), token)
     if "slurm" in host.groups:
         sections["slurm"] = probes.SLURM_SCRIPT
+    if site.agent_in_allocation and host.name == site.scheduler_host.name:
+        sections["agent job"] = probes.agent_job_script(f"toppipe-{site.name}-agent")
     return sections
 
 
@@ -162,6 +164,8 @@ def run_checks(site: Site, min_free: int = probes.MIN_FREE_BYTES) -> CheckReport
         for host, out in outputs.items():
             if "slurm" in out:
                 by_host[host].append(probes.judge_slurm(host, out["slurm"]))
+            if "agent job" in out:
+                by_host[host].append(probes.judge_agent_job(host, out["agent job"]))
             by_host[host].append(listeners[host].result())  # every forward has ended: the probes close their sockets
         if prober:
             prober.close()

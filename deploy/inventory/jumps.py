@@ -38,6 +38,8 @@ def ssh_config_text(site: Site) -> str:
             found = hop_host(site, hop)
             if found is not None:
                 hops[found.address] = found
+    if site.agent_in_allocation:  # the tunnel jumps through the scheduler host to the agent's node
+        hops.setdefault(site.scheduler_host.address, site.scheduler_host)
     for hop in hops.values():
         lines = [f"Host {hop.address}", "    StrictHostKeyChecking yes", "    BatchMode yes"]
         if hop.user:

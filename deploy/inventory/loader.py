@@ -272,6 +272,8 @@ def _check_reach(site: Site, all_vars: tuple[Path, dict, str]) -> None:
     root = _join(prefix, "toppipe")
     if site.settings.reach == "tunnel" and site.scheduler_host.is_local:
         raise InventoryError(file, f"{root}.reach", "the scheduler is on this machine, so there is nothing to tunnel; write direct or leave reach out")
+    if site.agent_in_allocation:
+        _check_allocation(site, file, root)
     if not site.tunnelled:
         return
     ports, offset = site.settings.ports, site.settings.tunnel.offset
@@ -284,6 +286,18 @@ def _check_reach(site: Site, all_vars: tuple[Path, dict, str]) -> None:
             raise InventoryError(
                 file, f"{root}.tunnel.offset", f"{name}'s local end {end} is also {root}.ports.{client[end]} on this machine; choose another offset"
             )
+
+
+def _check_allocation(site: Site, file: Path, root: str) -> None:
+    """An agent inside an allocation is submitted from the scheduler host, found again through
+    the shared filesystem, and reached through the tunnel."""
+    key = f"{root}.agent.placement"
+    if "slurm" not in site.scheduler_host.groups:
+        raise InventoryError(file, key, f"allocation needs Slurm on the scheduler host {site.scheduler_host.name}; add it to the slurm group, or write host")
+    if not site.settings.paths.shared:
+        raise InventoryError(file, key, f"allocation needs a shared filesystem to publish the agent's address; set {root}.paths.shared, or write host")
+    if not site.tunnelled:
+        raise InventoryError(file, key, f"allocation is reached through the site's tunnel; leave {root}.reach out or write tunnel")
 
 
 def _check_groups(file: Path, members: dict[str, set[str]], declared: dict) -> None:

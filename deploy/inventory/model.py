@@ -19,6 +19,9 @@ Runtime = Literal["native", "apptainer"]
 Connection = Literal["local", "ssh"]
 #: How the client reaches the site's services: through one ssh tunnel to the scheduler host, or directly.
 Reach = Literal["tunnel", "direct"]
+#: Where the site agent (the scheduler and the Slurm job submission) runs: as a service on
+#: the scheduler group's host, or inside a Slurm allocation on a compute node.
+Placement = Literal["host", "allocation"]
 
 #: Groups every site has, each with how many hosts it may hold (None: any).
 REQUIRED_GROUPS = {"client": 1, "scheduler": 1, "workers": None, "db": 1}
@@ -85,6 +88,23 @@ class SlurmSettings:
 
 
 @dataclass(frozen=True)
+class AgentSettings:
+    """Where the site agent runs (``placement``) and, inside an allocation, the job's size.
+
+    ``allocation`` is for sites whose login nodes forbid long-running processes: the
+    agent is a Slurm job submitted from the scheduler host, which keeps nothing running
+    there. Before ``walltime`` the agent submits its successor and stops; runs in flight
+    are recorded ``interrupted``. Partition and account default to ``slurm``'s.
+    """
+
+    placement: Placement = "host"
+    walltime: str = checked(values.walltime, "1-00:00:00")
+    memory: str = checked(values.memory, "2GiB")
+    partition: str | None = checked(values.slurm_name, None)
+    account: str | None = checked(values.slurm_name, None)
+
+
+@dataclass(frozen=True)
 class Paths:
     """Where things live. ``root`` is on each host; ``state`` on the client.
 
@@ -121,6 +141,7 @@ class Settings:
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     paths: Paths = field(default_factory=Paths)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
     roles: tuple[RoleChoice, ...] = ()  # empty: toppipe's own roles, in their order
 
 
@@ -192,6 +213,11 @@ class Site:
         """Whether the client reaches the site through its ssh tunnel (``reach``, by default when
         the scheduler is not on the client)."""
         return (self.settings.reach or ("direct" if self.scheduler_host.is_local else "tunnel")) == "tunnel"
+
+    @property
+    def agent_in_allocation(self) -> bool:
+        """Whether the site agent runs inside a Slurm allocation rather than on the scheduler host."""
+        return self.settings.agent.placement == "allocation"
 
     @property
     def client_host(self) -> Host:

@@ -1,5 +1,6 @@
-"""The site agent on the scheduler host: dask's scheduler (TLS only), its
-dashboard, and on Slurm sites the SLURMCluster that submits worker jobs."""
+"""The site agent: dask's scheduler (TLS only), its dashboard, and on Slurm sites
+the SLURMCluster that submits worker jobs. A service on the scheduler host, or a
+Slurm job submitted from it (``toppipe.agent.placement``, see :mod:`.allocation`)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import yaml
 from deploy.resources import Absent, Ensure, File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
 from roles.records import records_url, uses_postgres
+from roles.scheduler import allocation
+from toppipe.agent import seconds
 
 
 def agent_config(ctx: HostContext) -> dict:
     """What ``toppipe.agent`` reads: where to listen and, with Slurm, how to submit."""
     site, settings = ctx.site, ctx.site.settings
+    if site.agent_in_allocation:  # paths as the compute node reads them; every address of the node (TLS only)
+        ctx = allocation.agent_context(ctx)
     config = {
         "site": site.name,
-        "host": settings.bind if ctx.host.is_local else ctx.host.address,
+        "host": "0.0.0.0" if site.agent_in_allocation else settings.bind if ctx.host.is_local else ctx.host.address,
         "port": settings.ports.scheduler,
         "dashboard": f"{settings.bind}:{settings.ports.dashboard}",
         "scheduler_file": ctx.path("scheduler.json"),
@@ -38,7 +43,12 @@ def agent_config(ctx: HostContext) -> dict:
             "job_name": f"toppipe-{site.name}",
             "workdir": f"{shared}/{site.name}/slurm",
         }
+    if site.agent_in_allocation:
+        # the agent publishes the address through which its node reaches the scheduler host
+        config["allocation"] = {"walltime": seconds(site.settings.agent.walltime), "script": ctx.path("agent.sbatch"),
+                                "reach": site.scheduler_host.address}  # fmt: skip
     return config
+
 
 
 #: What the agent needs from a Slurm host inside its container: the cluster's
@@ -66,6 +76,8 @@ class SchedulerRole(Role):
         return ("scheduler", "compute") if "slurm" in ctx.host.groups else ("scheduler",)
 
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
+        if ctx.site.agent_in_allocation:
+            return []  # nothing of the site runs on the scheduler host
         config = agent_config(ctx)
         argv = [ctx.python, "-m", "toppipe.agent", ctx.path("etc", "agent.yaml")]
         dashboard_host, dashboard_port = config["dashboard"].rsplit(":", 1)
@@ -97,10 +109,14 @@ class SchedulerRole(Role):
                     apply=f"mkdir -p {logs} {scripts} && chmod 700 {top}",
                 )
             )
+        if ctx.site.agent_in_allocation:
+            return resources + allocation_resources(ctx, config)
         return resources + [Service(spec) for spec in self.services(ctx)]
 
     def down(self, ctx: HostContext) -> list[Resource]:
         resources = super().down(ctx)
+        if ctx.site.agent_in_allocation:
+            resources += allocation.down_resources(ctx.site)
         config = agent_config(ctx)
         if "slurm" in config:
             # The agent cancels its jobs when it stops; this catches jobs of an agent that died.
@@ -119,6 +135,20 @@ class SchedulerRole(Role):
         """The site's folder on the shared filesystem (images, Slurm work folder, project copy), once."""
         shared = ctx.site.settings.paths.shared
         return [Absent(f"{shared}/{ctx.site.name}")] if shared else []
+
+
+def allocation_resources(ctx: HostContext, config: dict) -> list[Resource]:
+    """The agent as a Slurm job: its command runs in the scheduler image (or the site's Python) on
+    the compute node, with Slurm's configuration bound in so that it submits the worker jobs."""
+    actx = allocation.agent_context(ctx)
+    env = (("TOPPIPE_SERVICE", f"{ctx.site.name}/agent"),)
+    if "slurm" in config:
+        env += (("TMPDIR", f"{config['slurm']['workdir']}/scripts"),)
+    passed = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURMD_NODENAME")
+    command = actx.exec_command("scheduler", [ctx.python, "-m", "toppipe.agent", actx.path("etc", "agent.yaml")],
+                                binds=SLURM_BINDS, env=env, passed=passed, expanded=allocation.SLURM_CONF_OPTIONS)  # fmt: skip
+    check = actx.exec_command("scheduler", [ctx.python, "-m", "toppipe.agent_check", actx.path("etc", "agent.yaml")], binds=SLURM_BINDS)
+    return allocation.resources(ctx, config, command, check)
 
 
 def _digest(config: dict) -> str:

@@ -25,12 +25,15 @@ PostgreSQL's ``verify-full`` name check while ``hostaddr`` connects to the local
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 
-from deploy.inventory import Host, Site
-from deploy.resources import Resource, Service, ServiceSpec
+from deploy.inventory import Host, Site, jumps
+from deploy.resources import File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
 from roles.records import uses_postgres
+from roles.scheduler import allocation
 
 #: Where the tunnel's local ends listen on the client.
 LOOPBACK = "127.0.0.1"
@@ -60,8 +63,10 @@ def forwards(site: Site) -> tuple[Forward, ...]:
     """What the tunnel of *site* carries; each local end is its site port plus ``toppipe.tunnel.offset``."""
     ports, offset = site.settings.ports, site.settings.tunnel.offset
     scheduler = site.scheduler_host
+    # an agent inside an allocation is reached on its node's loopback (the tunnel ends there)
+    scheduler_address = LOOPBACK if site.agent_in_allocation else scheduler.address
     found = [
-        Forward("scheduler", ports.scheduler + offset, scheduler.address, ports.scheduler, scheduler.name),
+        Forward("scheduler", ports.scheduler + offset, scheduler_address, ports.scheduler, scheduler.name),
         Forward("dashboard", ports.dashboard + offset, site.settings.bind, ports.dashboard, scheduler.name),  # its loopback
     ]
     if uses_postgres(site):  # PostgreSQL and Redis run where the db host runs containers
@@ -85,17 +90,22 @@ def local_port(site: Site, name: str) -> int | None:
     return next((f.local for f in forwards(site) if f.name == name), None)
 
 
-def ssh_argv(site: Site) -> list[str]:
-    """The tunnel's command: ssh to the scheduler host as the inventory says, forwarding only."""
-    via: Host = site.scheduler_host
-    argv = ["ssh", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
+def ssh_options(via: Host) -> list[str]:
+    """ssh's options for the tunnel's connections, as the inventory says to reach *via*."""
+    argv = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
             "-o", f"ServerAliveInterval={ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
-            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", "ControlPath=none",  # its own connection, never a shared master's
-            "-o", "LogLevel=ERROR"]  # fmt: skip
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", "LogLevel=ERROR"]  # fmt: skip
     if via.known_hosts:
         argv += ["-o", f"UserKnownHostsFile={via.known_hosts}"]
     if via.ssh_key:
         argv += ["-i", via.ssh_key, "-o", "IdentitiesOnly=yes"]
+    return argv
+
+
+def ssh_argv(site: Site) -> list[str]:
+    """The tunnel's command: ssh to the scheduler host as the inventory says, forwarding only."""
+    via: Host = site.scheduler_host
+    argv = ["ssh", "-N", *ssh_options(via), "-o", "ControlPath=none"]  # its own connection, never a shared master's
     if via.jump:
         argv += ["-o", f"ProxyJump={via.jump}"]
     if via.port:
@@ -103,6 +113,22 @@ def ssh_argv(site: Site) -> list[str]:
     for forward in forwards(site):
         argv += ["-L", forward.option()]
     return [*argv, f"{via.user}@{via.address}" if via.user else via.address]
+
+
+def follow_config(ctx: HostContext) -> dict:
+    """What :mod:`roles.tunnel.follow` reads: how to reach the login node, the agent's scheduler file,
+    and the forwards, resolved on the agent's node."""
+    site, via = ctx.site, ctx.site.scheduler_host
+    return {
+        "options": ssh_options(via),
+        "ssh_config": str(site.state_dir / "ssh_config"),  # the login node's own settings as a hop
+        "jumps": via.jump.split(",") if via.jump else [],
+        "login": f"{via.user}@{via.address}" if via.user else via.address,
+        "login_port": via.port,
+        "user": via.user,
+        "scheduler_file": allocation.scheduler_file(site),
+        "forwards": [[f.local, f.remote, f.port] for f in forwards(site)],
+    }
 
 
 class TunnelRole(Role):
@@ -114,7 +140,16 @@ class TunnelRole(Role):
 
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
         ports = tuple((LOOPBACK, f.local) for f in forwards(ctx.site))
+        if ctx.site.agent_in_allocation:  # the agent's node is known once its job runs: follow it
+            argv = [sys.executable, "-m", "roles.tunnel.follow", ctx.path("etc", "tunnel.json")]
+            return [ctx.spec("tunnel", argv, ports=ports, start_timeout=allocation.START_SECONDS, runtime="native",
+                             files=(ctx.path("etc", "tunnel.json"),))]  # fmt: skip
         return [ctx.spec("tunnel", ssh_argv(ctx.site), ports=ports, start_timeout=CONNECT_TIMEOUT * 3, runtime="native")]
 
     def up(self, ctx: HostContext) -> list[Resource]:
-        return [Service(spec) for spec in self.services(ctx)]
+        found: list[Resource] = []
+        if ctx.site.agent_in_allocation:
+            config = follow_config(ctx)
+            found += [File(config["ssh_config"], jumps.ssh_config_text(ctx.site).encode(), 0o600),
+                      File(ctx.path("etc", "tunnel.json"), json.dumps(config, indent=1, sort_keys=True).encode(), 0o600)]  # fmt: skip
+        return found + [Service(spec) for spec in self.services(ctx)]
