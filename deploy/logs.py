@@ -131,7 +131,13 @@ def site_services(engine, site: Site) -> tuple[list[tuple[str, ServiceSpec]], Ca
 
 
 def locate(engine, site: Site, target: str, workers: Iterable[Worker] = ()) -> LogTarget:
-    """The log *target* names on *site* (see :func:`resolve`)."""
+    """The log *target* names on *site* (see :func:`resolve`); an agent inside a Slurm allocation
+    logs to the shared folder, read on the scheduler host."""
+    scheduler = site.scheduler_host.name
+    if site.agent_in_allocation and target in ("scheduler", f"{scheduler}/scheduler"):
+        from roles.scheduler.allocation import agent_log
+
+        return LogTarget(f"{scheduler}/scheduler (its Slurm job)", scheduler, agent_log(site))
     services, slurm_log = site_services(engine, site)
     return resolve(target, services, workers, slurm_log)
 

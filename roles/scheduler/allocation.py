@@ -54,6 +54,11 @@ def scheduler_file(site: Site) -> str:
     return f"{agent_root(site)}/scheduler.json"
 
 
+def agent_log(site: Site) -> str:
+    """The newest agent job's output (a link the job script makes to ``agent-<job id>.log``)."""
+    return f"{agent_root(site)}/logs/agent.log"
+
+
 def job_name(site: Site) -> str:
     return f"toppipe-{site.name}-agent"
 
@@ -79,7 +84,8 @@ def job_script(ctx: HostContext, command: str) -> str:
     partition, account = agent.partition or site.settings.slurm.partition, agent.account or site.settings.slurm.account
     directives += [f"--partition={partition}"] if partition else []
     directives += [f"--account={account}"] if account else []
-    lines = ["#!/bin/sh", *(f"#SBATCH {d}" for d in directives), *FIND_SLURM_CONF, "exec " + command, ""]
+    newest = f'ln -sfn "agent-$SLURM_JOB_ID.log" {shlex.quote(agent_log(site))}'  # what `deploy logs scheduler` reads
+    lines = ["#!/bin/sh", *(f"#SBATCH {d}" for d in directives), newest, *FIND_SLURM_CONF, "exec " + command, ""]
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 scheduler host (the login node), forwarding each service the client talks to onto
 the client's loopback.
 
-``ssh -N -L`` is the whole tunnel: ssh's own forwarding, with the inventory's user,
+``ssh -tt -L`` is the whole tunnel: ssh's own forwarding, with the inventory's user,
 key, known-hosts file (strict) and ProxyJump hops, keep-alives that end a dead
 connection, and ``ExitOnForwardFailure`` so that a local port it cannot take ends it
 at start. The service machinery supervises it like any other: its local ports answer
@@ -37,6 +37,12 @@ from roles.scheduler import allocation
 
 #: Where the tunnel's local ends listen on the client.
 LOOPBACK = "127.0.0.1"
+#: The tunnel's session: a terminal (``-tt``) holding a command that only waits. sshd sends small
+#: packets at once (TCP_NODELAY) only for a session with a terminal; with ``ssh -N`` each new
+#: forwarded connection waited for a delayed ACK (about 40 ms: dask's handshake through the tunnel
+#: took 46 ms, 5 ms with a terminal), and a session opens four. It ends with the connection.
+HOLD = ["-tt"]
+HOLD_COMMAND = "exec sleep 2147483647"
 #: Seconds between ssh keep-alives, and how many may go unanswered before ssh gives up
 #: (a dead link ends the tunnel within about 15 s, and the next ``up`` restarts it).
 ALIVE_INTERVAL, ALIVE_COUNT = 5, 3
@@ -105,14 +111,14 @@ def ssh_options(via: Host) -> list[str]:
 def ssh_argv(site: Site) -> list[str]:
     """The tunnel's command: ssh to the scheduler host as the inventory says, forwarding only."""
     via: Host = site.scheduler_host
-    argv = ["ssh", "-N", *ssh_options(via), "-o", "ControlPath=none"]  # its own connection, never a shared master's
+    argv = ["ssh", *HOLD, *ssh_options(via), "-o", "ControlPath=none"]  # its own connection, never a shared master's
     if via.jump:
         argv += ["-o", f"ProxyJump={via.jump}"]
     if via.port:
         argv += ["-p", str(via.port)]
     for forward in forwards(site):
         argv += ["-L", forward.option()]
-    return [*argv, f"{via.user}@{via.address}" if via.user else via.address]
+    return [*argv, f"{via.user}@{via.address}" if via.user else via.address, HOLD_COMMAND]
 
 
 def follow_config(ctx: HostContext) -> dict:
@@ -121,6 +127,8 @@ def follow_config(ctx: HostContext) -> dict:
     site, via = ctx.site, ctx.site.scheduler_host
     return {
         "options": ssh_options(via),
+        "hold": HOLD,
+        "hold_command": HOLD_COMMAND,
         "ssh_config": str(site.state_dir / "ssh_config"),  # the login node's own settings as a hop
         "jumps": via.jump.split(",") if via.jump else [],
         "login": f"{via.user}@{via.address}" if via.user else via.address,

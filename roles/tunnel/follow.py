@@ -2,7 +2,7 @@
 inside a Slurm allocation, following it from node to node.
 
 The agent publishes its address in dask's scheduler file on the shared filesystem.
-This reads it through the login node, then runs ``ssh -N -L ...`` to the agent's node
+This reads it through the login node, then runs ``ssh -tt -L ...`` to the agent's node
 (through the login node, with the inventory's key, known hosts and jump hosts), so
 the forwards resolve on that node: the scheduler and the dask dashboard on its
 loopback, PostgreSQL and Redis at the db host's address. Every few seconds it reads
@@ -37,16 +37,16 @@ def node_of(scheduler_file_text: str) -> str | None:
 
 
 def node_argv(config: dict, node: str) -> list[str]:
-    """``ssh -N`` to *node* through the login node, forwarding each local end, and serving as the
+    """``ssh -tt`` to *node* through the login node, forwarding each local end, and serving as the
     master for the reads of the scheduler file."""
     # the hop to the login node reads its settings (user, key, known hosts, its own jumps) from the site's ssh config
     login = f"{config['login']}:{config['login_port']}" if config.get("login_port") else config["login"]
-    argv = ["ssh", "-N", "-F", config["ssh_config"], *config["options"], "-o", f"ProxyJump={login}",
+    argv = ["ssh", *config["hold"], "-F", config["ssh_config"], *config["options"], "-o", f"ProxyJump={login}",
             "-o", "ControlMaster=yes", "-o", f"ControlPath={config['control']}"]  # fmt: skip
     for local, remote, port in config["forwards"]:
         remote = f"[{remote}]" if ":" in remote else remote
         argv += ["-L", f"127.0.0.1:{local}:{remote}:{port}"]
-    return [*argv, f"{config['user']}@{node}" if config.get("user") else node]
+    return [*argv, f"{config['user']}@{node}" if config.get("user") else node, config["hold_command"]]
 
 
 def login_read_argv(config: dict) -> list[str]:

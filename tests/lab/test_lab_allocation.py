@@ -89,13 +89,15 @@ def site_processes(lab, host: str) -> list[str]:
     return out.split()
 
 
-def test_the_agent_runs_in_a_slurm_job_and_nothing_of_the_site_runs_on_login(lab, state):
+def test_the_agent_runs_in_a_slurm_job_and_nothing_of_the_site_runs_on_login(lab, state, inventory):
     jobs = agent_jobs(lab)
     assert len(jobs) == 1 and jobs[0][1] == "RUNNING", jobs
     node = jobs[0][2]
     assert node in ("node1", "node2"), jobs
     assert site_processes(lab, "login") == []
     assert site_processes(lab, node), f"no process of the site on {node}, where its agent's job runs"
+    logs = run_deploy("logs", str(inventory), "scheduler", "-n", "200", state_dir=state, timeout=120)
+    assert logs.code == 0 and "Scheduler at" in logs.stdout, logs.stdout + logs.stderr  # the job's output
 
 
 def test_a_notebook_works_through_the_tunnel_to_the_agents_node(lab, state, session):

@@ -121,7 +121,7 @@ def test_the_tunnel_follows_the_agent_to_its_node_through_the_login_node(tmp_pat
     assert spec.argv[1:3] == ("-m", "roles.tunnel.follow")
     config = {**tunnel.follow_config(client), "control": "/tmp/x/ssh"}
     argv = follow.node_argv(config, "10.213.7.21")
-    assert argv[-1] == "toppipe@10.213.7.21"
+    assert argv[-2:] == ["toppipe@10.213.7.21", tunnel.HOLD_COMMAND] and argv[1] == "-tt"
     assert "ProxyJump=toppipe@10.213.7.10" in argv
     assert "127.0.0.1:18786:127.0.0.1:8786" in argv  # the scheduler on the agent's node
     assert "127.0.0.1:15432:10.213.7.11:5432" in argv  # PostgreSQL as the node reaches it
@@ -153,3 +153,13 @@ def test_check_says_whether_an_agent_job_runs():
     waiting = probes.judge_agent_job("login", Section(0, "42 PENDING \n"))
     assert not waiting.ok and "42 pending" in waiting.detail and "python -m deploy up" in waiting.detail
     assert not probes.judge_agent_job("login", Section(0, "")).ok
+
+
+def test_the_scheduler_log_of_an_agent_in_an_allocation_is_its_newest_jobs_output(tmp_path):
+    from deploy import logs
+
+    site = load_site(_lab(tmp_path))
+    found = logs.locate(None, site, "scheduler")
+    assert (found.host, found.path) == ("login", "/srv/toppipe-lab/shared/lab/agent/logs/agent.log")
+    script = allocation.job_script(_contexts(site)["login"], "true")
+    assert 'ln -sfn "agent-$SLURM_JOB_ID.log" /srv/toppipe-lab/shared/lab/agent/logs/agent.log' in script

@@ -69,7 +69,7 @@ def test_the_tunnel_is_one_strict_ssh_connection_to_the_scheduler_host_that_only
     site = load_site(REPO / "inventories" / "lab")
     argv = tunnel.ssh_argv(site)
     login = site.scheduler_host
-    assert argv[:2] == ["ssh", "-N"] and argv[-1] == f"{login.user}@{login.address}"
+    assert argv[:2] == ["ssh", "-tt"] and argv[-2:] == [f"{login.user}@{login.address}", tunnel.HOLD_COMMAND]
     options = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-o"}
     assert {"BatchMode=yes", "StrictHostKeyChecking=yes", "ExitOnForwardFailure=yes", "ControlPath=none",
             f"UserKnownHostsFile={login.known_hosts}", "IdentitiesOnly=yes"} <= options  # fmt: skip
