@@ -42,9 +42,10 @@ def test_following_the_scheduler_on_login(lab, state_dir, session):
     lines = line_queue(follower.stdout)
     try:
         assert lines.get(timeout=120) is not None  # started: the last line came through the jump
-        session.scale(len([w for w in session.workers() if w.slurm_job]) + 1, on="slurm")  # a new worker registers
-        deadline = time.monotonic() + 240
-        while (line := lines.get(timeout=max(0.1, deadline - time.monotonic()))) is not None and "Register worker" not in line:
+        probe = f"toppipe-follow-probe-{time.time_ns()}"  # a line appended after the follower started
+        lab.ssh("login", f"echo {probe} >> ~/.toppipe/lab/services/scheduler/log")
+        deadline = time.monotonic() + 60
+        while (line := lines.get(timeout=max(0.1, deadline - time.monotonic()))) is not None and probe not in line:
             pass
         assert line is not None, "the follower ended"
     finally:

@@ -80,9 +80,9 @@ def test_the_records_are_in_postgresql(session):
 
 
 def test_a_map_runs_element_by_element_on_slurm_workers_then_all_from_the_cache(session, tmp_path):
-    """Issue 16 on the lab: a map over 2,000 elements on two Slurm workers, every element right and
+    """Issue 16 on the lab: a map over 10,000 elements on two Slurm workers, every element right and
     recorded on a Slurm job; the same run again computes nothing."""
-    size = 2_000
+    size = 10_000
     path = tmp_path / "pipelines" / "wide_slurm.py"
     path.parent.mkdir(parents=True)
     path.write_text(textwrap.dedent(f"""

@@ -14,16 +14,15 @@ import pytest
 pytestmark = pytest.mark.lab
 
 
-def _in_task(key: str) -> str | None:
-    """On a worker: what the notebook left under *key*, and a count of the tasks that looked."""
-    import toppipe
-
-    store = toppipe.store()
-    store.incr(f"{key}:seen")
-    return store.get(key)
-
-
 def test_the_notebook_and_a_task_share_the_sites_redis(lab, session):
+    def _in_task(key: str) -> str | None:  # defined here so that it ships by value, not by module name
+        """On a worker: what the notebook left under *key*, and a count of the tasks that looked."""
+        import toppipe
+
+        store = toppipe.store()
+        store.incr(f"{key}:seen")
+        return store.get(key)
+
     session.wait_for_workers(1, timeout=120)
     key = f"probe:{secrets.token_hex(4)}"
     session.store.set(key, "from-notebook", ex=600)
