@@ -317,6 +317,8 @@ async def run(config: dict[str, Any]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    job = f" (Slurm job {os.environ['SLURM_JOB_ID']})" if os.environ.get("SLURM_JOB_ID") else ""
+    print(f"toppipe agent of site {config['site']}{job}: scheduler at {agent.scheduler.address}", file=sys.stderr, flush=True)
     helpers = [asyncio.create_task(agent.keep_rotating())] if agent.cluster is not None else []
     if config.get("allocation") and os.environ.get("SLURM_JOB_ID"):
         helpers.append(asyncio.create_task(hand_over(agent, config, started, stop)))

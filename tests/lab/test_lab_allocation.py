@@ -97,7 +97,7 @@ def test_the_agent_runs_in_a_slurm_job_and_nothing_of_the_site_runs_on_login(lab
     assert site_processes(lab, "login") == []
     assert site_processes(lab, node), f"no process of the site on {node}, where its agent's job runs"
     logs = run_deploy("logs", str(inventory), "scheduler", "-n", "200", state_dir=state, timeout=120)
-    assert logs.code == 0 and "Scheduler at" in logs.stdout, logs.stdout + logs.stderr  # the job's output
+    assert logs.code == 0 and f"(Slurm job {jobs[0][0]}): scheduler at tls://" in logs.stdout, logs.stdout + logs.stderr
 
 
 def test_a_notebook_works_through_the_tunnel_to_the_agents_node(lab, state, session):
