@@ -5,6 +5,7 @@ a restart of the workers journaled like a CLI command, logs from Python and from
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import textwrap
 import time
@@ -15,6 +16,14 @@ import pytest
 from tests.conftest import REPO, deployed, line_queue, marked_pids, run_deploy, start_deploy
 
 pytestmark = pytest.mark.integration
+ISOLATED = "TOPPIPE_CONTROL_TESTS"
+
+# toppipe.control runs the deploy engine on a thread of its own, and gevent lets a thread start
+# local commands only while no other thread of the process has (the other tests run the engine on
+# the main thread). So these tests run in a pytest process of their own, which
+# test_local_control_isolated.py starts.
+if os.environ.get(ISOLATED) != "1":
+    pytest.skip("runs in a process of its own (test_local_control_isolated.py)", allow_module_level=True)
 
 SITE = "local"
 INVENTORY = "inventories/local"
