@@ -216,17 +216,24 @@ class Agent:
         ]
 
     async def keep_rotating(self) -> None:
-        """Every few seconds, replace the oldest Slurm worker once it nears its walltime."""
+        """Every few seconds, start replacing the oldest Slurm worker that nears its walltime and is
+        not being replaced yet. Replacements run side by side: workers that joined together must
+        not wait for each other's replacement past their own walltime (Slurm would end them in the
+        middle of a task, which then runs twice)."""
         walltime = seconds(self.config["slurm"]["walltime"])
+        rotating: dict[str, asyncio.Task] = {}
         while True:
             await asyncio.sleep(ROTATION_CHECK_SECONDS)
-            worker = rotation.due(self.slurm_workers(), walltime, time.time())
-            if worker is None:
-                continue
-            try:
-                await rotation.rotate(self.cluster, self.scheduler, worker, join_timeout=rotation.margin_seconds(walltime) / 2)
-            except Exception:  # keep the agent alive; the next round tries again
-                logging.getLogger("toppipe.agent").exception("rotating %s failed", worker.name)
+            rotating = {name: task for name, task in rotating.items() if not task.done()}
+            worker = rotation.due([w for w in self.slurm_workers() if w.name not in rotating], walltime, time.time())
+            if worker is not None:
+                rotating[worker.name] = asyncio.create_task(self._rotate(worker, walltime))
+
+    async def _rotate(self, worker: rotation.SlurmWorker, walltime: int) -> None:
+        try:
+            await rotation.rotate(self.cluster, self.scheduler, worker, join_timeout=rotation.margin_seconds(walltime) / 2)
+        except Exception:  # keep the agent alive; the next round tries again
+            logging.getLogger("toppipe.agent").exception("rotating %s failed", worker.name)
 
     async def stop(self) -> None:
         if self.recorder is not None and self.handing_over:
