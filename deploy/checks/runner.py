@@ -70,7 +70,9 @@ def _batch(site: Site, ctx: HostContext, specs: list[ServiceSpec], token: str) -
     if "slurm" in host.groups:
         sections["slurm"] = probes.SLURM_SCRIPT
     if site.agent_in_allocation and host.name == site.scheduler_host.name:
-        sections["agent job"] = probes.agent_job_script(f"toppipe-{site.name}-agent")
+        from roles.scheduler.allocation import job_name
+
+        sections["agent job"] = probes.agent_job_script(job_name(site))
     return sections
 
 

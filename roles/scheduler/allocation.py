@@ -121,15 +121,24 @@ def job_check(site: Site, digest: str) -> str:
     return f'jobs=$({_jobs(site, "%k")}) && [ -n "$jobs" ] && [ -z "$(printf "%s\\n" "$jobs" | grep -vx {digest})" ]'
 
 
+def _no_job_left(site: Site) -> str:
+    """Shell that holds when the site has no agent job in any state squeue lists."""
+    return f'[ -z "$(squeue -h -u "$(id -un)" -n {shlex.quote(job_name(site))} -o %i)" ]'
+
+
+def _cancel_and_wait(site: Site) -> str:
+    """Shell that cancels the site's agent jobs and waits (END_SECONDS at most) until none is left."""
+    return (f'scancel -u "$(id -un)" -n {shlex.quote(job_name(site))}; i=0; until {_no_job_left(site)}; do i=$((i + 1)); '
+            f"[ $i -le {END_SECONDS * 2} ] || {{ echo 'the previous agent job did not end within {END_SECONDS} s' >&2; exit 1; }}; sleep 0.5; done")  # fmt: skip
+
+
 def job_apply(site: Site, digest: str, check: str) -> str:
     """Check the new configuration, end the agent's old job, submit the new one and wait for its address."""
-    root, name, published = agent_root(site), shlex.quote(job_name(site)), shlex.quote(scheduler_file(site))
-    ended = f'[ -z "$(squeue -h -u "$(id -un)" -n {name} -o %i)" ]'
+    root, published = agent_root(site), shlex.quote(scheduler_file(site))
     return "\n".join([
         "set -e",
         check,
-        f'scancel -u "$(id -un)" -n {name}',
-        f"i=0; until {ended}; do i=$((i + 1)); [ $i -le {END_SECONDS * 2} ] || {{ echo 'the previous agent job did not end within {END_SECONDS} s' >&2; exit 1; }}; sleep 0.5; done",
+        _cancel_and_wait(site),
         f"rm -f {published}",
         f"job=$(sbatch --parsable --comment={digest} {shlex.quote(root + '/agent.sbatch')})",
         "job=${job%%;*}",
@@ -146,13 +155,10 @@ def job_apply(site: Site, digest: str, check: str) -> str:
 
 def down_resources(site: Site) -> list[Resource]:
     """No agent job left (the agent ends its worker jobs when it stops)."""
-    name = shlex.quote(job_name(site))
-    ended = f'[ -z "$(squeue -h -u "$(id -un)" -n {name} -o %i)" ]'
     return [
         Ensure(
             f"no agent job {job_name(site)} left",
-            check=ended,
-            apply=f'scancel -u "$(id -un)" -n {name}; i=0; until {ended}; do i=$((i + 1)); [ $i -le {END_SECONDS * 2} ] || exit 1; sleep 0.5; done; '
-            f"rm -f {shlex.quote(scheduler_file(site))}",
+            check=_no_job_left(site),
+            apply=f"{_cancel_and_wait(site)}; rm -f {shlex.quote(scheduler_file(site))}",
         )
     ]
