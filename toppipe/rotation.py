@@ -1,16 +1,21 @@
-"""Replace Slurm workers before their walltime, one at a time, replacement first.
+"""Replace Slurm workers before their walltime, replacement first, many side by side.
 
 A worker retiring with no peer to take its data is a known livelock of dask
 on batch systems, so the order is: submit a spare job, wait until its worker
 has joined, retire the old worker (it takes no new task, finishes those it
 runs, and its data moves to the peers, the spare among them), then cancel
-the old job. Only one worker rotates at a time, so
-lifetimes end staggered.
+the old job. :func:`plan` says which workers start that now: each worker has
+its own replacement time, staggered by its name over half the margin, so
+workers that joined together (and then their successors) are not replaced in
+one burst; a limit on spare jobs holds back only workers that can still
+wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -31,10 +36,65 @@ def margin_seconds(walltime_seconds: int) -> int:
 
 
 def due(workers: list[SlurmWorker], walltime_seconds: int, now: float) -> SlurmWorker | None:
-    """The oldest worker whose age is past walltime minus the margin, if any."""
+    """The oldest worker whose age is past walltime minus the margin, if any (one at a time, with
+    no stagger: :func:`plan` replaces it for pools that start many workers together)."""
     limit = walltime_seconds - margin_seconds(walltime_seconds)
     old = [w for w in workers if now - w.joined >= limit]
     return min(old, key=lambda w: w.joined) if old else None
+
+
+def join_timeout_seconds(walltime_seconds: int) -> float:
+    """How long a rotation waits for its spare to join; the old worker then drains for half that."""
+    return margin_seconds(walltime_seconds) / 2
+
+
+def last_call_seconds(walltime_seconds: int) -> float:
+    """The walltime a worker must have left when its rotation starts: the spare's join timeout plus
+    the drain, so that even a slow rotation ends before Slurm kills the worker."""
+    return join_timeout_seconds(walltime_seconds) * 1.5
+
+
+def replacement_time(worker: SlurmWorker, walltime_seconds: int) -> float:
+    """When *worker* is due: the margin before its walltime, and a stable share of half the margin
+    earlier still, from its name, so that workers that joined together are due over that window."""
+    margin = margin_seconds(walltime_seconds)
+    return worker.joined + walltime_seconds - margin - _stagger_share(worker.name) * margin / 2
+
+
+@functools.lru_cache(maxsize=4096)
+def _stagger_share(name: str) -> float:
+    """A number in [0, 1) that depends on *name* only (the same in every process, unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def plan(
+    workers: list[SlurmWorker],
+    walltime_seconds: int,
+    now: float,
+    rotating: set[str],
+    max_starting: int | None,
+    *,
+    last_call: float | None = None,
+) -> list[SlurmWorker]:
+    """The workers whose rotation starts now, the nearest walltime first: each one past its
+    :func:`replacement_time` and not in *rotating*. With *max_starting* (the job slots free now:
+    each rotation holds one job more than the pool, its spare, until the old job is cancelled), at
+    most that many; but a worker with at most *last_call* seconds of walltime left (default
+    :func:`last_call_seconds`) is never held back: Slurm would kill it in the middle of a task."""
+    last_call = last_call_seconds(walltime_seconds) if last_call is None else last_call
+    waiting = sorted(
+        (
+            w
+            for w in workers
+            if w.name not in rotating
+            and now >= min(replacement_time(w, walltime_seconds), w.joined + walltime_seconds - last_call)
+        ),
+        key=lambda w: (w.joined, replacement_time(w, walltime_seconds), w.name),
+    )
+    if max_starting is None:
+        return waiting
+    urgent = sum(1 for w in waiting if w.joined + walltime_seconds - now <= last_call)  # they come first
+    return waiting[: max(urgent, max_starting)]
 
 
 async def rotate(cluster, scheduler, worker: SlurmWorker, join_timeout: float) -> None:
