@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from deploy.inventory import schema, values
+from deploy.inventory import pools, schema, values
 from deploy.inventory.errors import InventoryError
 from deploy.inventory.model import KNOWN_GROUPS, REQUIRED_GROUPS, Host, HostVars, Settings, Site
 
@@ -64,6 +64,8 @@ def load_site(path: str | Path) -> Site:
         hosts=hosts,
         groups=tuple((g, tuple(sorted(m))) for g, m in sorted(members.items())),
     )
+    all_file, _, all_prefix = group_var_map.get("all", (hosts_file, {}, "all.vars"))
+    site = dataclasses.replace(site, pools=pools.resolve(settings, hosts, dict(site.groups), all_file, _join(all_prefix, "toppipe.pools")))
     _check_client(site, hosts_file)
     _check_jumps(site, jumps)
     _check_project(site, group_var_map.get("all", (hosts_file, {}, "all.vars")))
@@ -220,7 +222,10 @@ def _settings(default_file: Path, all_vars: tuple[Path, dict, str]) -> Settings:
     root = _join(prefix, "toppipe")
     if isinstance(raw, dict) and isinstance(raw.get("roles"), list):
         raw = {**raw, "roles": [_role_entry(entry) for entry in raw["roles"]]}
-    settings = schema.build(Settings, raw, file, root)
+    written = pools.written_pools(raw.get("pools"), file, _join(root, "pools")) if isinstance(raw, dict) else ()
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k != "pools"}
+    settings = dataclasses.replace(schema.build(Settings, raw, file, root), pools=written)
     _check_ports(settings, file, root, set((raw or {}).get("ports") or ()))
     return settings
 

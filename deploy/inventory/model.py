@@ -22,6 +22,8 @@ Reach = Literal["tunnel", "direct"]
 #: Where the site agent (the scheduler and the Slurm job submission) runs: as a service on
 #: the scheduler group's host, or inside a Slurm allocation on a compute node.
 Placement = Literal["host", "allocation"]
+#: What runs a pool's workers: Slurm jobs, or services on ssh hosts.
+PoolKind = Literal["slurm", "hosts"]
 
 #: Groups every site has, each with how many hosts it may hold (None: any).
 REQUIRED_GROUPS = {"client": 1, "scheduler": 1, "workers": None, "db": 1}
@@ -88,6 +90,90 @@ class SlurmSettings:
 
 
 @dataclass(frozen=True)
+class PoolSettings:
+    """One entry of ``toppipe.pools`` as written: a named kind of worker.
+
+    A ``slurm`` pool's workers run in jobs the agent submits (partition, account, qos, gres,
+    constraint, job_directives, cores and processes per job, local_scratch, max_jobs); a
+    ``hosts`` pool's run as services on its ``hosts`` (groups or hosts), ``per_host`` each.
+    ``resources`` is what each worker offers to tasks as dask resources (``GPU: 1``). The
+    loader checks that each key fits the pool's kind (:class:`Pool` is the checked result).
+    """
+
+    kind: PoolKind
+    threads: int | None = checked(values.at_least(1, "threads cannot run a worker"), None)
+    memory: str | None = checked(values.memory, None)
+    # slurm
+    partition: str | None = checked(values.slurm_name, None)
+    account: str | None = checked(values.slurm_name, None)
+    qos: str | None = checked(values.slurm_name, None)
+    walltime: str | None = checked(values.walltime, None)
+    cores: int | None = checked(values.at_least(1, "cores cannot run a job"), None)
+    processes: int | None = checked(values.at_least(1, "processes cannot run a worker"), None)
+    gres: str | None = checked(values.gres, None)
+    constraint: str | None = None
+    job_directives: tuple[str, ...] = ()
+    local_scratch: bool | None = None
+    max_jobs: int | None = checked(values.at_least(1, "jobs would never run a worker (for none, leave the pool out)"), None)
+    # hosts
+    hosts: tuple[str, ...] = ()
+    per_host: int | None = checked(values.at_least(0, ""), None)
+    resources: tuple[tuple[str, float], ...] = ()  # written as a mapping: the loader builds it
+
+
+#: The keys that only one kind of pool takes.
+SLURM_POOL_KEYS = ("partition", "account", "qos", "walltime", "cores", "processes", "gres", "constraint",
+                   "job_directives", "local_scratch", "max_jobs")  # fmt: skip
+HOST_POOL_KEYS = ("hosts", "per_host", "threads")  # a Slurm job's workers have cores / processes threads
+#: The default pools' names when ``toppipe.pools`` is not written: the workers group and the slurm settings.
+DEFAULT_HOST_POOL = "hosts"
+DEFAULT_SLURM_POOL = "slurm"
+#: Resource names toppipe gives every worker: its pool's (``pool:<name>``) and its kind's.
+RESERVED_RESOURCES = ("host", "slurm")
+POOL_RESOURCE_PREFIX = "pool:"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A checked pool: every value set (defaults from ``workers`` and ``slurm``), hosts resolved."""
+
+    name: str
+    kind: PoolKind
+    threads: int
+    memory: str
+    resources: tuple[tuple[str, float], ...] = ()
+    # slurm
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    walltime: str = "01:00:00"
+    cores: int = 1
+    processes: int = 1
+    gres: str | None = None
+    constraint: str | None = None
+    job_directives: tuple[str, ...] = ()
+    local_scratch: bool = False
+    max_jobs: int = 8
+    # hosts: (host, workers) for each of its hosts
+    hosts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def marker(self) -> str:
+        """The dask resource every worker of this pool has, and a task placed on it asks for."""
+        return f"{POOL_RESOURCE_PREFIX}{self.name}"
+
+    def worker_resources(self) -> dict[str, float]:
+        """What each worker of the pool offers: its pool and kind (one per thread) and the pool's own."""
+        kind = "slurm" if self.kind == "slurm" else "host"
+        return {self.marker: float(self.threads), kind: float(self.threads), **dict(self.resources)}
+
+    @property
+    def service(self) -> str:
+        """The name of a hosts pool's service on each of its hosts (``workers`` for the default pool)."""
+        return "workers" if self.name == DEFAULT_HOST_POOL else f"workers-{self.name}"
+
+
+@dataclass(frozen=True)
 class AgentSettings:
     """Where the site agent runs (``placement``) and, inside an allocation, the job's size.
 
@@ -142,6 +228,8 @@ class Settings:
     paths: Paths = field(default_factory=Paths)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    # name -> pool, in the order written; empty: the default pools (hosts, and slurm with a slurm group)
+    pools: tuple[tuple[str, PoolSettings], ...] = ()  # written as a mapping: the loader builds it
     roles: tuple[RoleChoice, ...] = ()  # empty: toppipe's own roles, in their order
 
 
@@ -193,6 +281,21 @@ class Site:
     settings: Settings
     hosts: tuple[Host, ...]
     groups: tuple[tuple[str, tuple[str, ...]], ...]
+    pools: tuple[Pool, ...] = ()
+
+    def pool(self, name: str) -> Pool:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    def host_pools(self, host: str) -> tuple[Pool, ...]:
+        """The hosts pools with workers on *host*."""
+        return tuple(p for p in self.pools if p.kind == "hosts" and any(h == host and n for h, n in p.hosts))
+
+    @property
+    def slurm_pools(self) -> tuple[Pool, ...]:
+        return tuple(p for p in self.pools if p.kind == "slurm")
 
     def group(self, name: str) -> tuple[Host, ...]:
         members = dict(self.groups).get(name, ())

@@ -26,12 +26,35 @@ _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?", re.IGNORECASE)
 _SLURM_NAME = re.compile(r"[A-Za-z0-9_.+-]+(?:,[A-Za-z0-9_.+-]+)*")
 SITE_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+POOL_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_GRES = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(?::[A-Za-z0-9_.-]+)?(?::\d+)?(?:,[A-Za-z][A-Za-z0-9_-]*(?::[A-Za-z0-9_.-]+)?(?::\d+)?)*")
+_DIRECTIVE = re.compile(r"--[a-z][a-z-]*(?:=\S+)?")
 MIB = 1024**2
 
 
 def site_name(value: str) -> str:
     if not SITE_NAME.fullmatch(value):
         raise ValueError(f"'{value}' is not a site name; use lowercase letters, digits and '-'")
+    return value
+
+
+def pool_name(value: str) -> str:
+    if not POOL_NAME.fullmatch(value):
+        raise ValueError(f"'{value}' is not a pool name; use lowercase letters, digits and '-', starting with a letter")
+    return value
+
+
+def gres(value: str) -> str:
+    """Slurm's generic resources, ``name[:type][:count]`` joined by commas (e.g. ``gpu:1``)."""
+    if not _GRES.fullmatch(value):
+        raise ValueError(f"'{value}' is not a Slurm GRES; write name[:type][:count], e.g. gpu:1 or gpu:a100:2")
+    return value
+
+
+def job_directive(value: str) -> str:
+    """One extra sbatch option, as ``--name`` or ``--name=value``."""
+    if not _DIRECTIVE.fullmatch(value):
+        raise ValueError(f"'{value}' is not an sbatch option; write it as --name or --name=value, e.g. --exclusive")
     return value
 
 

@@ -44,6 +44,9 @@ LAB_SLURM_CTLD=login
 LAB_LOGIN=login                         # the one host the desktop reaches when closed
 LAB_SLURM_NODES=(node1 node2)
 LAB_PARTITION=batch
+# a second kind of node: node2 is also the big-memory partition (feature bigmem)
+LAB_BIGMEM_PARTITION=bigmem
+LAB_BIGMEM_NODE=node2
 
 LAB_USER=toppipe
 LAB_UID=2000                            # same uid on every host (shared folder)

@@ -156,10 +156,14 @@ KillWait=10
 MinJobAge=120
 EOF
     for n in "${LAB_SLURM_NODES[@]}"; do
-        echo "NodeName=$n NodeAddr=${LAB_ADDR[$n]} CPUs=$cpus RealMemory=$node_mem State=UNKNOWN"
+        local features=""
+        [ "$n" = "$LAB_BIGMEM_NODE" ] && features=" Features=bigmem"
+        echo "NodeName=$n NodeAddr=${LAB_ADDR[$n]} CPUs=$cpus RealMemory=$node_mem$features State=UNKNOWN"
     done
     echo "PartitionName=$LAB_PARTITION Nodes=$(IFS=,; echo "${LAB_SLURM_NODES[*]}") Default=YES" \
         "MaxTime=7-00:00:00 DefaultTime=1-00:00:00 LLN=YES State=UP"
+    echo "PartitionName=$LAB_BIGMEM_PARTITION Nodes=$LAB_BIGMEM_NODE" \
+        "MaxTime=7-00:00:00 DefaultTime=1-00:00:00 State=UP"
 }
 
 json_list() { local s="" x; for x in "$@"; do s+="${s:+, }\"$x\""; done; printf '[%s]' "$s"; }
@@ -196,6 +200,8 @@ write_lab_json() {
   "jump_host": "$LAB_LOGIN",
   "slurm_controller": "$LAB_SLURM_CTLD",
   "slurm_partition": "$LAB_PARTITION",
+  "slurm_bigmem_partition": "$LAB_BIGMEM_PARTITION",
+  "slurm_bigmem_node": "$LAB_BIGMEM_NODE",
   "slurm_nodes": $(json_list "${LAB_SLURM_NODES[@]}"),
   "python": "/usr/bin/python3",
   "python_version": "$py_version",
