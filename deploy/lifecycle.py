@@ -325,20 +325,25 @@ def status(engine: Engine, site: Site) -> tuple[dict[tuple[str, str], ServiceSta
     return engine.service_states(site, services(site, ctxs)), engine.unreachable(site)
 
 
-def scale_hosts(engine: Engine, site: Site, n: int) -> RunReport:
-    """Spread *n* dask workers over the workers group now (``up`` restores the inventory's counts)."""
-    hosts = site.group("workers")
-    if not hosts:
-        raise UserError(f"site '{site.name}' has no workers group to scale")
-    counts = {h.name: n // len(hosts) + (i < n % len(hosts)) for i, h in enumerate(hosts)}
+def add_host_workers(engine: Engine, site: Site, pool_name: str, added: dict[str, list[int]]) -> RunReport:
+    """Start added workers of the hosts pool *pool_name*: on each host, the services ``<service>.<k>``
+    for each k of *added* (see :mod:`roles.workers`); the pool's other workers are not touched."""
+    from roles.workers import EXTRA_PER_HOST, extra_name, worker_count
+
+    try:
+        pool = site.pool(pool_name)
+    except KeyError:
+        raise UserError(f"site '{site.name}' has no pool '{pool_name}'; its pools: {', '.join(p.name for p in site.pools)}") from None
+    if pool.kind != "hosts":
+        raise UserError(f"pool '{pool_name}' runs Slurm jobs, which the site agent starts; it is not a hosts pool")
     ctxs = contexts(engine, site, site_files(site))
     role = next(r for r in site_roles(site) if r.name == "workers")
     actions = []
-    for host in hosts:
-        ctx = dataclasses.replace(ctxs[host.name], host=dataclasses.replace(host, workers=counts[host.name]))
-        specs = role.services(ctx)
-        if specs:
-            actions += [Action(host.name, role.name, Service(spec)) for spec in specs]
-        else:
-            actions += [Action(host.name, role.name, r) for r in role.down(ctxs[host.name])]
+    for host, indices in added.items():
+        first = worker_count(ctxs[host], pool) + 1
+        for k in indices:
+            if not first <= k < first + EXTRA_PER_HOST:
+                raise UserError(f"pool '{pool_name}' can run at most {EXTRA_PER_HOST} workers on {host} beyond the inventory's {first - 1}; raise per_host there")
+            spec = role.pool_service(ctxs[host], pool, extra_name(pool, k), 1)
+            actions.append(Action(host, role.name, Service(spec)))
     return engine.apply(site, actions)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from toppipe import rotation
+from toppipe import agent_pools, rotation
 
 ROTATION_CHECK_SECONDS = 5
 
@@ -43,28 +44,17 @@ def seconds(walltime: str) -> int:
 
 
 def slurm_cluster_options(config: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for SLURMCluster, from the agent's config (pure, tested)."""
-    slurm = config["slurm"]
-    shared = slurm["workdir"]
-    options = {
-        "queue": slurm.get("partition"),
-        "account": slurm.get("account"),
-        "walltime": slurm["walltime"],
-        "cores": slurm["cores"],
-        "processes": 1,
-        "memory": slurm["memory"],
-        "python": slurm["python"],
-        "job_name": slurm["job_name"],
-        "log_directory": f"{shared}/logs",
-        "job_extra_directives": [f"--chdir={shared}"],
-        "job_script_prologue": [f"export TOPPIPE_SERVICE={config['site']}/slurm-worker"],
-        # the worker's HTTP server (health, metrics) has no auth: loopback only, like host workers'
-        "worker_extra_args": ["--resources", "slurm=1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"],
-        "local_directory": "$TMPDIR" if slurm.get("node_tmp") else f"{shared}/work",
-    }
-    if slurm.get("interface"):
-        options["interface"] = slurm["interface"]
-    return {k: v for k, v in options.items() if v is not None}
+    """Keyword arguments for the agent's SLURMCluster: its first Slurm pool's jobs (pure, tested).
+    Every pool's jobs are entries of this cluster's worker_spec (:mod:`toppipe.agent_pools`)."""
+    pool = slurm_pools(config)[0]
+    options = agent_pools.slurm_job_options({}, pool, config["slurm"], config["site"])
+    if config["slurm"].get("interface"):
+        options["interface"] = config["slurm"]["interface"]
+    return options
+
+
+def slurm_pools(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in config.get("pools", ()) if p["kind"] == "slurm"]
 
 
 #: The shortest time between two squeue calls of the agent.
@@ -97,6 +87,7 @@ class Agent:
         self.recorder = None
         self._queue: tuple[float, list[dict]] | None = None
         self.handing_over: str | None = None  # why this agent stops before its successor starts
+        self.pools: dict[str, agent_pools.SlurmPool] = {}
 
     async def start(self) -> None:
         from distributed import Scheduler
@@ -116,7 +107,7 @@ class Agent:
             from distributed.utils import get_ip
 
             scheduler_options["contact_address"] = f"tls://{get_ip(self.config['allocation']['reach'])}:{self.config['port']}"
-        if self.config.get("slurm"):
+        if slurm_pools(self.config):
             from dask_jobqueue import SLURMCluster
 
             self.cluster = await SLURMCluster(
@@ -124,12 +115,16 @@ class Agent:
                 **slurm_cluster_options(self.config),
             )  # fmt: skip
             self.scheduler = self.cluster.scheduler
+            self.pools = {p["name"]: agent_pools.SlurmPool(self.cluster, p, self.config["slurm"], self.config["site"])
+                          for p in slurm_pools(self.config)}  # fmt: skip
         else:
             self.scheduler = await Scheduler(**scheduler_options)
         self.scheduler.handlers.update(
             toppipe_scale=self.scale, toppipe_adapt=self.adapt, toppipe_workers=self.workers, toppipe_run_status=self.run_status,
             toppipe_slurm_queue=self.slurm_queue, toppipe_pool=self.pool, toppipe_adapt_stop=self.stop_adapting,
+            toppipe_pools=self.describe_pools, toppipe_retire=self.retire,
         )
+        self.scheduler.add_plugin(agent_pools.UnplaceableTasks(self.scheduler, self.offers()))
         if self.config.get("records"):
             from toppipe.recorder import RunRecorder
 
@@ -141,101 +136,152 @@ class Agent:
         self.scheduler.add_plugin(_JoinTimes(self.joined))
 
     async def slurm_queue(self) -> list[dict]:
-        """The site's Slurm jobs, from one ``squeue`` at most every SQUEUE_SECONDS whoever asks
-        (every open dashboard page shares this answer: Slurm sees toppipe's query once)."""
+        """The site's Slurm jobs, each with its pool, from one ``squeue`` at most every SQUEUE_SECONDS
+        whoever asks (every open dashboard page shares this answer: Slurm sees toppipe's query once)."""
         if self.cluster is None:
             return []
         now = time.monotonic()
         if self._queue is None or now - self._queue[0] >= SQUEUE_SECONDS:
-            self._queue = (now, await squeue(self.config["slurm"]["job_name"]))
+            pools = {job: pool.name for pool in self.pools.values() for job in pool.slurm_job_ids().values() if job}
+            jobs = await squeue(self.config["slurm"]["job_name"])
+            self._queue = (now, [{**job, "pool": pools.get(job["job_id"])} for job in jobs])
         return self._queue[1]
 
     def run_status(self, run: str) -> dict | None:
         """Task states of a run, as the recorder last saw them."""
         return self.recorder.status(run) if self.recorder is not None else None
 
-    def _need_slurm(self) -> None:
-        if self.cluster is None:
-            raise ValueError("this site has no Slurm: add a slurm group to its inventory, or scale on='hosts'")
+    def _slurm_pool(self, name: str | None) -> agent_pools.SlurmPool:
+        """The Slurm pool *name*, or the site's first when None; ValueError naming the pools there are."""
+        if not self.pools:
+            raise ValueError("this site has no Slurm pool: add a slurm group (and pools) to its inventory, or scale pool='hosts'")
+        if name is None:
+            return next(iter(self.pools.values()))
+        if name not in self.pools:
+            kinds = {p["name"]: p["kind"] for p in self.config.get("pools", ())}
+            what = "a hosts pool, which scales by deploy" if kinds.get(name) == "hosts" else "no pool of this site"
+            raise ValueError(f"pool {name!r} is {what}; its Slurm pools: {', '.join(self.pools)}")
+        return self.pools[name]
 
-    def scale(self, n: int) -> dict:
-        """Run *n* Slurm workers (rotated before their walltime, see :mod:`toppipe.rotation`)."""
-        self.stop_adapting()
-        self.cluster.scale(n)
-        return {"target": n}
+    async def scale(self, n: int, pool: str | None = None) -> dict:
+        """Run *n* workers in the Slurm pool *pool* (rotated before their walltime); other pools stay as they are."""
+        found = self._slurm_pool(pool)
+        found.stop_adapting()
+        await found.scale_jobs(found.jobs_for(n))
+        return {"target": len(found.jobs) * found.processes, "pool": found.name}
 
-    def stop_adapting(self) -> None:
-        """Keep the Slurm workers there are, and stop following the load."""
-        self._need_slurm()
-        if self.cluster._adaptive is not None:
-            self.cluster._adaptive.stop()
-            self.cluster._adaptive = None
+    def stop_adapting(self, pool: str | None = None) -> None:
+        """Keep the workers the pool has, and stop following the load."""
+        self._slurm_pool(pool).stop_adapting()
 
     def pool(self) -> dict:
         """The default pool, for cluster objects' repr and widget: Slurm or not, its target, its adaptive range."""
-        if self.cluster is None:
+        if not self.pools:
             return {"slurm": False, "target": None, "adaptive": None}
-        adaptive = self.cluster._adaptive
-        adapting = adaptive is not None and adaptive.periodic_callback is not None
-        return {
-            "slurm": True,
-            "target": len(self.cluster.worker_spec),
-            "adaptive": {"minimum": adaptive.minimum, "maximum": adaptive.maximum} if adapting else None,
-        }
+        found = self._slurm_pool(None).describe()
+        return {"slurm": True, "target": found["jobs"] * found["processes"], "adaptive": found["adaptive"], "pool": found["name"]}
 
-    def adapt(self, minimum: int, maximum: int) -> dict:
-        self._need_slurm()
-        self.cluster.adapt(minimum=minimum, maximum=maximum, interval="1s")
-        return {"minimum": minimum, "maximum": maximum}
+    def adapt(self, minimum: int, maximum: float, pool: str | None = None) -> dict:
+        found = self._slurm_pool(pool)
+        found.adapt(minimum=math.ceil(minimum / found.processes), maximum=maximum if math.isinf(maximum) else found.jobs_for(maximum))
+        return {"minimum": minimum, "maximum": maximum, "pool": found.name}
+
+    def offers(self) -> dict[str, dict[str, float]]:
+        """Pool -> what each of its workers offers (dask resources)."""
+        return {p["name"]: agent_pools.pool_offer(p) for p in self.config.get("pools", ())}
+
+    def describe_pools(self) -> list[dict]:
+        """Every pool: kind, what it offers, its workers, pending jobs and limits."""
+        found = []
+        for config in self.config.get("pools", ()):
+            if config["name"] in self.pools:
+                found.append(self.pools[config["name"]].describe())
+                continue
+            key = agent_pools.marker(config["name"])
+            workers = [ws for ws in self.scheduler.workers.values() if key in ws.resources]
+            found.append({"name": config["name"], "kind": "hosts", "offer": agent_pools.pool_offer(config),
+                          "workers": len(workers), "deployed": config.get("workers", 0), "hosts": config.get("hosts", []),
+                          "pending_jobs": 0, "adaptive": None})  # fmt: skip
+        return found
+
+    async def retire(self, workers: list[str], drain_seconds: float = agent_pools.DRAIN_SECONDS) -> list[str]:
+        """Retire these host workers: no new task, running ones finish, data moves to the others."""
+        known = [w for w in workers if w in self.scheduler.workers]
+        await asyncio.gather(*(rotation.retire(self.scheduler, a, drain_timeout=drain_seconds) for a in known))
+        return known
 
     def workers(self) -> list[dict]:
         jobs = {}
-        if self.cluster is not None:
-            jobs = {str(name): getattr(job, "job_id", None) for name, job in self.cluster.workers.items()}
+        for found in self.pools.values():
+            jobs.update({name: job for name, job in found.slurm_job_ids().items()})
         found = []
         for address, ws in self.scheduler.workers.items():
+            pool = agent_pools.pool_of(ws.resources)
+            job = None
+            if pool in self.pools:
+                job = jobs.get(self.pools[pool].job_of(ws.name) or "")
             found.append(
                 {
                     "address": address,
                     "name": str(ws.name),
                     "host": ws.host,
-                    "slurm_job": jobs.get(str(ws.name)),
+                    "pool": pool,
+                    "slurm_job": job,
                     "since": self.joined.get(address),
                     "threads": ws.nthreads,
                     "memory_limit": ws.memory_limit,
+                    "processing": len(ws.processing),
                 }
             )
         return found
 
-    def slurm_workers(self) -> list[rotation.SlurmWorker]:
-        names = {str(name) for name in self.cluster.worker_spec}
-        return [
-            rotation.SlurmWorker(str(ws.name), address, self.joined.get(address, time.time()))
-            for address, ws in self.scheduler.workers.items()
-            if str(ws.name) in names
-        ]
+    def slurm_workers(self, pool: agent_pools.SlurmPool) -> list[rotation.SlurmWorker]:
+        """The pool's joined jobs as rotation sees them: one per job (named by it), joined when its first worker did."""
+        found: dict[str, rotation.SlurmWorker] = {}
+        for address, ws in pool.workers().items():
+            job, joined = pool.job_of(ws.name) or str(ws.name), self.joined.get(address, time.time())
+            if job not in found or joined < found[job].joined:
+                found[job] = rotation.SlurmWorker(job, address, joined)
+        return list(found.values())
 
     async def keep_rotating(self) -> None:
-        """Every few seconds, start replacing the oldest Slurm worker that nears its walltime and is
+        """Every few seconds, start replacing each pool's Slurm workers that near their walltime and are
         not being replaced yet. Replacements run side by side: workers that joined together must
         not wait for each other's replacement past their own walltime (Slurm would end them in the
         middle of a task, which then runs twice)."""
-        walltime = seconds(self.config["slurm"]["walltime"])
         rotating: dict[str, asyncio.Task] = {}
         while True:
             await asyncio.sleep(ROTATION_CHECK_SECONDS)
             rotating = {name: task for name, task in rotating.items() if not task.done()}
-            worker = rotation.due([w for w in self.slurm_workers() if w.name not in rotating], walltime, time.time())
-            if worker is not None:
-                rotating[worker.name] = asyncio.create_task(self._rotate(worker, walltime))
+            for pool in self.pools.values():
+                walltime = seconds(pool.config["walltime"])
+                for worker in rotation.plan(self.slurm_workers(pool), walltime, time.time(), set(rotating),
+                                            max_starting=max(0, pool.max_jobs - len(pool.jobs))):  # fmt: skip
+                    rotating[worker.name] = asyncio.create_task(self._rotate(pool, worker, walltime))
 
-    async def _rotate(self, worker: rotation.SlurmWorker, walltime: int) -> None:
+    async def _rotate(self, pool: agent_pools.SlurmPool, worker: rotation.SlurmWorker, walltime: int) -> None:
+        """Replace *worker*: a spare job of its pool first, then the old worker retires, then its job ends."""
         try:
-            await rotation.rotate(self.cluster, self.scheduler, worker, join_timeout=rotation.margin_seconds(walltime) / 2)
+            old = pool.job_of(worker.name)
+            before = set(self.scheduler.workers)
+            pool.add(1)
+            await self.cluster._correct_state()
+            join_timeout = rotation.join_timeout_seconds(walltime)
+            deadline = time.monotonic() + join_timeout
+            while not (set(pool.workers()) - before) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            if not (set(pool.workers()) - before):
+                logging.getLogger("toppipe.agent").warning("no spare of pool %s joined within %.0f s; retiring %s anyway",
+                                                           pool.name, join_timeout, worker.name)  # fmt: skip
+            if old is not None:
+                await pool.remove([old], drain_seconds=join_timeout / 2)
+            logging.getLogger("toppipe.agent").info("rotated %s of pool %s before its walltime", worker.name, pool.name)
         except Exception:  # keep the agent alive; the next round tries again
             logging.getLogger("toppipe.agent").exception("rotating %s failed", worker.name)
 
     async def stop(self) -> None:
+        for pool in self.pools.values():
+            pool.stop_adapting()
         if self.recorder is not None and self.handing_over:
             self.recorder.interrupt_runs(self.handing_over)
         if self.cluster is not None:
@@ -326,7 +372,7 @@ async def run(config: dict[str, Any]) -> None:
     await agent.start()
     job = f" (Slurm job {os.environ['SLURM_JOB_ID']})" if os.environ.get("SLURM_JOB_ID") else ""
     print(f"toppipe agent of site {config['site']}{job}: scheduler at {agent.scheduler.address}", file=sys.stderr, flush=True)
-    helpers = [asyncio.create_task(agent.keep_rotating())] if agent.cluster is not None else []
+    helpers = [asyncio.create_task(agent.keep_rotating())] if agent.pools else []
     if config.get("allocation") and os.environ.get("SLURM_JOB_ID"):
         helpers.append(asyncio.create_task(hand_over(agent, config, started, stop)))
     await stop.wait()

@@ -17,7 +17,9 @@ from typing import Any
 
 #: Keys the agent reads, with their types.
 REQUIRED = {"site": str, "host": str, "port": int, "dashboard": str}
-SLURM_REQUIRED = {"walltime": str, "cores": int, "memory": str, "python": str, "job_name": str, "workdir": str}
+SLURM_REQUIRED = {"python": str, "job_name": str, "workdir": str}
+POOL_REQUIRED = {"name": str, "kind": str, "threads": int, "memory": str}
+SLURM_POOL_REQUIRED = {"walltime": str, "cores": int}
 
 
 def problems(config: Any) -> list[str]:
@@ -28,6 +30,13 @@ def problems(config: Any) -> list[str]:
     if "slurm" in config:
         slurm = config["slurm"]
         found += _missing(slurm, SLURM_REQUIRED, "slurm.") if isinstance(slurm, dict) else ["slurm: not a mapping"]
+    pools = config.get("pools", [])
+    if not isinstance(pools, list) or not all(isinstance(p, dict) for p in pools):
+        return [*found, "pools: not a list of mappings"]
+    for i, pool in enumerate(pools):
+        found += _missing(pool, POOL_REQUIRED, f"pools[{i}].")
+        if pool.get("kind") == "slurm":
+            found += _missing(pool, SLURM_POOL_REQUIRED, f"pools[{i}].")
     return found
 
 
@@ -66,12 +75,15 @@ def check(config: dict) -> str | None:
     if "slurm" in config:
         from dask_jobqueue.slurm import SLURMJob
 
-        from toppipe.agent import slurm_cluster_options
+        from toppipe.agent import slurm_pools
+        from toppipe.agent_pools import slurm_job_options
 
-        try:
-            SLURMJob(scheduler=f"tls://{config['host']}:{config['port']}", name="check", **slurm_cluster_options(config)).job_script()
-        except (ValueError, TypeError) as error:
-            return f"slurm: the job script cannot be built: {error}"
+        for pool in slurm_pools(config):
+            try:
+                options = slurm_job_options({}, pool, config["slurm"], config["site"])
+                SLURMJob(scheduler=f"tls://{config['host']}:{config['port']}", name="check", **options).job_script()
+            except (ValueError, TypeError) as error:
+                return f"pool {pool['name']}: the job script cannot be built: {error}"
         if shutil.which("sbatch") is None:
             return "slurm: sbatch is not on the agent's PATH"
     return None

@@ -97,21 +97,6 @@ def plan(
     return waiting[: max(urgent, max_starting)]
 
 
-async def rotate(cluster, scheduler, worker: SlurmWorker, join_timeout: float) -> None:
-    """Replace *worker*: spare first, then retire (data handed over), then cancel its job."""
-    before = set(scheduler.workers)
-    cluster.worker_spec.update(cluster.new_worker_spec())
-    await cluster._correct_state()
-    deadline = time.monotonic() + join_timeout
-    while not (set(scheduler.workers) - before) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-    if not (set(scheduler.workers) - before):
-        logger.warning("no spare worker joined within %.0f s; retiring %s anyway", join_timeout, worker.name)
-    await retire(scheduler, worker.address, drain_timeout=join_timeout / 2)
-    await cluster.scale_down([worker.name])
-    logger.info("rotated %s before its walltime", worker.name)
-
-
 async def retire(scheduler, address: str, drain_timeout: float) -> None:
     """Retire the worker at *address* without computing a task twice: it takes no new task and
     hands its results over; the tasks it runs then may finish (for *drain_timeout* seconds at

@@ -8,6 +8,7 @@ import shlex
 
 import yaml
 
+from deploy.inventory.model import Pool
 from deploy.resources import Absent, Ensure, File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
 from roles.records import records_url, uses_postgres
@@ -30,19 +31,10 @@ def agent_config(ctx: HostContext) -> dict:
     db = site.group("db")[0]
     if uses_postgres(site) or db.name == ctx.host.name:  # SQLite only where the agent can open it
         config["records"] = records_url(ctx)
-    if "slurm" in ctx.host.groups:
-        slurm = settings.slurm
+    if "slurm" in ctx.host.groups and site.slurm_pools:
         shared = settings.paths.shared or ctx.root
-        config["slurm"] = {
-            "partition": slurm.partition,
-            "account": slurm.account,
-            "walltime": slurm.walltime,
-            "cores": slurm.cores,
-            "memory": slurm.memory,
-            "python": slurm_python(ctx),
-            "job_name": f"toppipe-{site.name}",
-            "workdir": f"{shared}/{site.name}/slurm",
-        }
+        config["slurm"] = {"python": slurm_python(ctx), "job_name": f"toppipe-{site.name}", "workdir": f"{shared}/{site.name}/slurm"}
+    config["pools"] = [pool_config(pool) for pool in site.pools if pool.kind == "hosts" or "slurm" in config]
     if site.agent_in_allocation:
         # the agent publishes the address through which its node reaches the scheduler host
         config["allocation"] = {"walltime": seconds(site.settings.agent.walltime), "script": ctx.path("agent.sbatch"),
@@ -51,13 +43,24 @@ def agent_config(ctx: HostContext) -> dict:
 
 
 
+def pool_config(pool: Pool) -> dict:
+    """A pool as the agent reads it (:mod:`toppipe.agent_pools`)."""
+    config = {"name": pool.name, "kind": pool.kind, "threads": pool.threads, "memory": pool.memory,
+              "resources": dict(pool.resources)}  # fmt: skip
+    if pool.kind == "hosts":
+        return {**config, "hosts": {h: n for h, n in pool.hosts}, "workers": sum(n for _, n in pool.hosts)}
+    return {**config, "partition": pool.partition, "account": pool.account, "qos": pool.qos, "walltime": pool.walltime,
+            "cores": pool.cores, "processes": pool.processes, "gres": pool.gres, "constraint": pool.constraint,
+            "job_directives": list(pool.job_directives), "local_scratch": pool.local_scratch, "max_jobs": pool.max_jobs}  # fmt: skip
+
+
 #: What the agent needs from a Slurm host inside its container: the cluster's
 #: configuration and munge's socket (sbatch authenticates through it).
 SLURM_BINDS = ("/etc/slurm", "/run/munge")
 
 
 #: What a Slurm worker sees of its job inside the compute image.
-SLURM_JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_NODELIST", "SLURM_CPUS_ON_NODE", "SLURMD_NODENAME")
+SLURM_JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST", "SLURM_CPUS_ON_NODE", "SLURMD_NODENAME")
 
 
 def slurm_python(ctx: HostContext) -> str:

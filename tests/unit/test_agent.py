@@ -33,20 +33,32 @@ def test_margin_leaves_time_for_a_replacement_even_on_short_walltimes():
     assert margin_seconds(90) == 30 and margin_seconds(3600) == 720
 
 
-def test_slurm_options_put_logs_and_chdir_on_the_shared_folder():
-    config = {
+def _config(**pool) -> dict:
+    slurm_pool = {"name": "slurm", "kind": "slurm", "threads": 1, "memory": "1GiB", "partition": "batch", "account": None,
+                  "walltime": "00:30:00", "cores": 1, **pool}  # fmt: skip
+    return {
         "site": "lab",
-        "slurm": {
-            "partition": "batch", "account": None, "walltime": "00:30:00", "cores": 1, "memory": "1GiB",
-            "python": "/home/u/.toppipe/lab/venv/bin/python", "job_name": "toppipe-lab", "workdir": "/shared/lab/slurm",
-        },
-    }  # fmt: skip
-    options = slurm_cluster_options(config)
+        "slurm": {"python": "/home/u/.toppipe/lab/venv/bin/python", "job_name": "toppipe-lab", "workdir": "/shared/lab/slurm"},
+        "pools": [{"name": "hosts", "kind": "hosts", "threads": 1, "memory": "1GiB", "workers": 2}, slurm_pool],
+    }
+
+
+def test_slurm_options_put_logs_and_chdir_on_the_shared_folder():
+    options = slurm_cluster_options(_config())
     assert options["log_directory"] == "/shared/lab/slurm/logs"
     assert options["job_extra_directives"] == ["--chdir=/shared/lab/slurm"]
     assert "account" not in options and options["queue"] == "batch"
     assert "export TOPPIPE_SERVICE=lab/slurm-worker" in options["job_script_prologue"]
-    assert options["worker_extra_args"] == ["--resources", "slurm=1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    assert options["worker_extra_args"] == ["--resources", "pool:slurm=1,slurm=1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+
+
+def test_a_pools_job_asks_slurm_for_its_gres_constraint_and_qos_and_offers_its_resources():
+    config = _config(name="gpu", partition="gpu", cores=4, processes=2, threads=2, gres="gpu:1", constraint="a100",
+                     qos="short", job_directives=["--exclusive"], resources={"GPU": 1}, local_scratch=True)  # fmt: skip
+    options = slurm_cluster_options(config)
+    assert options["job_extra_directives"] == ["--chdir=/shared/lab/slurm", "--qos=short", "--gres=gpu:1", "--constraint=a100", "--exclusive"]
+    assert options["worker_extra_args"][:2] == ["--resources", "pool:gpu=2,slurm=2,GPU=1"]
+    assert options["processes"] == 2 and options["cores"] == 4 and options["local_directory"] == "$TMPDIR"
 
 
 def _warning(text: str) -> warnings.WarningMessage:

@@ -6,32 +6,37 @@ import math
 
 import pytest
 
+from types import SimpleNamespace
+
 from toppipe.agent import Agent
+from toppipe.agent_pools import PoolAdaptive, SlurmPool
 from toppipe.cluster import PoolState, scaling_status_html
 
 
-class _Adaptive:
-    """Only what the agent reads of distributed's Adaptive."""
-
-    def __init__(self, minimum, maximum):
-        self.minimum, self.maximum = minimum, maximum
-        self.periodic_callback = object()
-
-    def stop(self):
-        self.periodic_callback = None
-
-
 class _SlurmCluster:
-    """Only what the agent reads of a SLURMCluster: its worker specs and adaptive controller."""
+    """Only what a Slurm pool reads of the agent's SLURMCluster: its job class, worker specs and scheduler."""
 
-    def __init__(self, workers: int, adaptive=None):
-        self.worker_spec = {str(i): {} for i in range(workers)}
-        self._adaptive = adaptive
+    job_cls = object
+    _job_kwargs: dict = {}
+
+    def __init__(self):
+        self.worker_spec, self.workers = {}, {}
+        self.scheduler = SimpleNamespace(workers={})
 
 
-def _agent(cluster) -> Agent:
+COMMON = {"python": "python", "job_name": "toppipe-t", "workdir": "/shared/t/slurm"}
+
+
+def _agent(jobs: int | None, adaptive: tuple[int, int] | None = None) -> Agent:
+    """An agent with no Slurm (*jobs* None), or a Slurm pool of *jobs* jobs, adapting in *adaptive*."""
     agent = Agent({"site": "t"})
-    agent.cluster = cluster
+    if jobs is not None:
+        config = {"name": "slurm", "kind": "slurm", "threads": 1, "memory": "1GiB", "walltime": "00:30:00", "cores": 1}
+        pool = SlurmPool(_SlurmCluster(), config, COMMON, "t")
+        pool.add(jobs)
+        if adaptive:
+            pool.adaptive = PoolAdaptive(pool, *adaptive)  # not started: no event loop here
+        agent.cluster, agent.pools = pool.cluster, {"slurm": pool}
     return agent
 
 
@@ -40,22 +45,30 @@ def test_a_site_without_slurm_reports_no_pool():
 
 
 def test_the_slurm_pool_reports_its_target_and_adaptive_range():
-    agent = _agent(_SlurmCluster(3, _Adaptive(0, 4)))
-    assert agent.pool() == {"slurm": True, "target": 3, "adaptive": {"minimum": 0, "maximum": 4}}
+    agent = _agent(3, (0, 4))
+    assert agent.pool() == {"slurm": True, "target": 3, "adaptive": {"minimum": 0, "maximum": 4}, "pool": "slurm"}
     assert PoolState.from_reply(agent.pool()) == PoolState(True, 3, (0, 4))
 
 
 def test_stopping_adaptivity_keeps_the_workers_and_reports_manual():
-    cluster = _SlurmCluster(2, _Adaptive(1, 8))
-    agent = _agent(cluster)
+    agent = _agent(2, (1, 8))
     agent.stop_adapting()
-    assert cluster._adaptive is None and len(cluster.worker_spec) == 2
+    assert agent.pools["slurm"].adaptive is None and len(agent.cluster.worker_spec) == 2
     assert agent.pool()["adaptive"] is None
 
 
 def test_stopping_adaptivity_without_slurm_says_what_to_do():
-    with pytest.raises(ValueError, match="no Slurm.*on='hosts'"):
+    with pytest.raises(ValueError, match="no Slurm pool.*pool='hosts'"):
         _agent(None).stop_adapting()
+
+
+def test_an_unknown_pool_is_refused_with_the_pools_there_are():
+    agent = _agent(1)
+    agent.config["pools"] = [{"name": "hosts", "kind": "hosts"}]
+    with pytest.raises(ValueError, match="pool 'gpu' is no pool of this site; its Slurm pools: slurm"):
+        agent.stop_adapting("gpu")
+    with pytest.raises(ValueError, match="'hosts' is a hosts pool"):
+        agent.stop_adapting("hosts")
 
 
 @pytest.mark.parametrize(
@@ -90,12 +103,12 @@ def test_the_sidebars_settings_parse_into_the_factory_and_the_initial_cluster(mo
     assert loader == "toppipe.cluster.site_security_loader"
 
 
-def test_scaling_host_workers_of_a_missing_inventory_is_one_line(tmp_path):
+def test_adding_host_workers_of_a_missing_inventory_is_one_line(tmp_path):
     from toppipe import ToppipeError
-    from toppipe.cluster import scale_host_workers
+    from toppipe.host_pools import add_workers
 
     with pytest.raises(ToppipeError) as caught:
-        scale_host_workers({"inventory": str(tmp_path / "gone")}, 2)
+        add_workers({"inventory": str(tmp_path / "gone")}, "hosts", {"node1": [2]})
     assert str(caught.value) == f"{tmp_path / 'gone'}: no such inventory folder; pass a folder like inventories/local"
 
 

@@ -62,7 +62,9 @@ def test_check_and_kept_files_change_no_digest():
         ({"site": "s", "host": "h", "port": 1, "dashboard": "h:2"}, None),
         ({"site": "s", "host": "h", "dashboard": "h:2"}, "port: missing"),
         ({"site": "s", "host": "h", "port": "8786", "dashboard": "h:2"}, "port: '8786' is not a int"),
-        ({"site": "s", "host": "h", "port": 1, "dashboard": "h:2", "slurm": {"cores": 1}}, "slurm.walltime: missing"),
+        ({"site": "s", "host": "h", "port": 1, "dashboard": "h:2", "slurm": {"job_name": "j"}}, "slurm.python: missing"),
+        ({"site": "s", "host": "h", "port": 1, "dashboard": "h:2", "pools": [{"name": "p", "kind": "slurm", "threads": 1,
+          "memory": "1GiB", "cores": 1}]}, "pools[0].walltime: missing"),  # fmt: skip
         (["not", "a", "mapping"], "not a mapping of settings"),
     ],
 )
