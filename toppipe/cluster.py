@@ -109,36 +109,6 @@ def site_security_loader(info: dict):
     return None
 
 
-def scale_host_workers(record: dict, n: int) -> None:
-    """Spread *n* dask workers over the site's workers group now (``deploy up`` restores the inventory's).
-
-    A deploy run in a child process (``python -m toppipe.cluster scale-hosts``): pyinfra's gevent
-    stays out of the notebook, and works from any thread.
-    """
-    env = {k: v for k, v in os.environ.items() if k != "TOPPIPE_SERVICE"}  # the child is no service's process
-    argv = [sys.executable, "-m", "toppipe.cluster", "scale-hosts", record["inventory"], str(n)]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
-        raise ToppipeError(lines[-1].removeprefix("error: "))
-
-
-def _scale_hosts_here(inventory: str, n: int) -> None:
-    from deploy import DeployError
-    from deploy.engine import get_engine
-    from deploy.inventory import load_site
-    from deploy.lifecycle import scale_hosts
-
-    try:
-        with get_engine() as engine:
-            report = scale_hosts(engine, load_site(inventory), n)
-    except DeployError as exc:
-        raise ToppipeError(str(exc)) from None
-    if not report.ok:
-        failed = "; ".join(f"{r.action.host}: {r.message}" for r in report.failed) or str(report.unreachable)
-        raise ToppipeError(f"scaling host workers failed: {failed}")
-
-
 class SiteAdaptive:
     """What :meth:`SiteCluster.adapt` returns: the range the agent adapts the Slurm pool in.
 
@@ -250,9 +220,12 @@ class SiteCluster(Cluster):
         pool = self.pool or await self._refresh_pool()
         if pool.slurm:
             await self._forward("toppipe_scale", n=n)
-        else:  # a deploy run on this machine: in a thread, so the event loop (Jupyter's, too) keeps serving
-            await asyncio.to_thread(scale_host_workers, self.record, n)
-            await self._wait_for_workers(n, timeout=self._timeout)  # the restarted workers, before the count is shown
+        else:  # the first hosts pool: retired by the agent, or added by a deploy run here (in a thread)
+            from toppipe import host_pools
+
+            hosts = next(p for p in await self.scheduler_comm.toppipe_pools() if p["kind"] == "hosts")
+            await host_pools.scale(self.scheduler_comm, self.record, hosts, n)
+            await self._wait_for_workers(n, timeout=self._timeout)  # refreshes scheduler_info: the count widgets show
 
     async def _adapt(self, minimum: float, maximum: float) -> None:
         await self._forward("toppipe_adapt", minimum=minimum, maximum=maximum)
@@ -263,7 +236,7 @@ class SiteCluster(Cluster):
     # -- the standard Cluster interface -----------------------------------
 
     def scale(self, n: int):
-        """Run *n* workers: the Slurm pool's target on Slurm sites, else host workers until the next ``deploy up``."""
+        """Run *n* workers: the first Slurm pool's on Slurm sites, else the first hosts pool's (see ``session.scale``)."""
         if not isinstance(n, int) or n < 0:
             raise ToppipeError(f"scale({n!r}): give a number of workers, 0 or more")
         return self.sync(self._scale, n)
@@ -342,23 +315,3 @@ async def sidebar_cluster(site: str, asynchronous: bool = True, record_wait: flo
     while not record_path(site).is_file() and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     return await SiteCluster(site, asynchronous=asynchronous)
-
-
-def main(argv: list[str]) -> int:
-    """``python -m toppipe.cluster scale-hosts INVENTORY N``: what :func:`scale_host_workers` runs."""
-    if len(argv) != 3 or argv[0] != "scale-hosts" or not argv[2].isdigit():
-        print("usage: python -m toppipe.cluster scale-hosts INVENTORY N", file=sys.stderr)
-        return 2
-    try:
-        _scale_hosts_here(argv[1], int(argv[2]))
-    except ToppipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    from gevent import monkey
-
-    monkey.patch_all(os=False, signal=False)  # as python -m deploy does: the hosts' ssh round trips overlap
-    sys.exit(main(sys.argv[1:]))

@@ -19,7 +19,7 @@ from contextlib import closing
 
 from toppipe.errors import ToppipeError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 TABLES = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -46,7 +46,7 @@ ADDED_COLUMNS = {
     "runs": (("tasks_total", "INTEGER"), ("error", "TEXT")),
     "tasks": (("slurm_job", "TEXT"), ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("cached", "INTEGER NOT NULL DEFAULT 0"),
               ("cache_key", "TEXT"), ("traceback", "TEXT"), ("dask_key", "TEXT"), ("inputs", "TEXT"),
-              ("elements", "INTEGER")),
+              ("elements", "INTEGER"), ("pool", "TEXT"), ("partition", "TEXT")),
 }  # fmt: skip
 #: The agent's own topic: ``{"state": "started", "time"}`` when it starts, before any run of its own.
 AGENT_TOPIC = "toppipe-agent"
@@ -207,9 +207,11 @@ class RecordStore:
             self._run("INSERT INTO tasks (run_id, name, state, attempts, cached) VALUES (?, ?, 'pending', 0, 0) "
                       "ON CONFLICT DO NOTHING", (run, task))  # fmt: skip
         if state == "running":
-            self._run("UPDATE tasks SET state = 'running', host = ?, slurm_job = ?, started = ?, attempts = attempts + 1, "
-                      "error = NULL, traceback = NULL, inputs = NULL, elements = COALESCE(?, elements) WHERE run_id = ? AND name = ?",
-                      (msg.get("host"), msg.get("slurm_job"), when, _count(msg.get("elements")), run, task))  # fmt: skip
+            self._run("UPDATE tasks SET state = 'running', host = ?, slurm_job = ?, pool = COALESCE(?, pool), "
+                      "partition = COALESCE(?, partition), started = ?, attempts = attempts + 1, error = NULL, traceback = NULL, "
+                      "inputs = NULL, elements = COALESCE(?, elements) WHERE run_id = ? AND name = ?",
+                      (msg.get("host"), msg.get("slurm_job"), msg.get("pool"), msg.get("partition"), when,
+                       _count(msg.get("elements")), run, task))  # fmt: skip
         else:
             # cache_key becomes the result key: what the result was computed from (toppipe.pipeline.cache)
             self._run("UPDATE tasks SET state = ?, ended = ?, cached = ?, error = ?, traceback = ?, inputs = ?, "

@@ -56,6 +56,30 @@ class WorkerInfo:
     since: datetime.datetime | None
     threads: int
     memory_limit: int
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """One worker pool of the site: what its workers offer, how many there are, and its limits."""
+
+    name: str
+    kind: str  # "slurm" or "hosts"
+    offers: dict  # the dask resources each worker offers, beyond its pool and kind
+    workers: int
+    pending_jobs: int
+    limits: dict  # Slurm: partition, max_jobs, walltime; hosts: the inventory's workers per host
+    adaptive: tuple | None = None
+
+    @classmethod
+    def from_agent(cls, found: dict) -> PoolInfo:
+        offers = {k: v for k, v in found["offer"].items() if not k.startswith("pool:") and k not in ("slurm", "host")}
+        if found["kind"] == "slurm":
+            limits = {"partition": found.get("partition"), "max_jobs": found["max_jobs"], "walltime": found["walltime"]}
+        else:
+            limits = {"per_host": dict(found.get("hosts") or {})}
+        adaptive = (found["adaptive"]["minimum"], found["adaptive"]["maximum"]) if found.get("adaptive") else None
+        return cls(found["name"], found["kind"], offers, found["workers"], found["pending_jobs"], limits, adaptive)
 
 
 @dataclass(frozen=True)
@@ -240,7 +264,7 @@ class Session:
         return SiteStatus(self.site, self.record["scheduler"], services, workers)
 
     def workers(self) -> list[WorkerInfo]:
-        """Every connected worker with its host, Slurm job id and start time."""
+        """Every connected worker with its host, pool, Slurm job id and start time."""
         by_address = {address: name for name, address in self.record.get("hosts", {}).items()}
         found = []
         with self.guard_scheduler():
@@ -248,28 +272,60 @@ class Session:
         for w in listed:
             since = datetime.datetime.fromtimestamp(w["since"]) if w.get("since") else None
             host = by_address.get(w["host"], w["host"])
-            found.append(WorkerInfo(w["name"], host, w["address"], w.get("slurm_job"), since, w["threads"], w["memory_limit"]))
-        return sorted(found, key=lambda w: (w.host, w.name))
+            found.append(WorkerInfo(w["name"], host, w["address"], w.get("slurm_job"), since, w["threads"], w["memory_limit"], w.get("pool")))
+        return sorted(found, key=lambda w: (w.pool or "", w.host, w.name))
 
-    def scale(self, n: int, on: str = "slurm") -> None:
-        """Run *n* workers in Slurm jobs (``on="slurm"``) or on the ssh worker hosts (``on="hosts"``).
+    def pools(self) -> list[PoolInfo]:
+        """Every pool of the site, with its workers, pending Slurm jobs and limits."""
+        return [PoolInfo.from_agent(found) for found in self._call("toppipe_pools")]
 
-        Slurm workers are kept at *n*: one that retires before its walltime is
-        replaced. Host workers are spread over the workers group until the
-        next ``deploy up``, which restores the inventory's counts.
+    def _pool(self, pool: str | None, on: str | None) -> dict:
+        """The agent's description of the pool *pool*, or of the first pool of kind *on*."""
+        found = self._call("toppipe_pools")
+        if pool is None:
+            kind = {"slurm": "slurm", "hosts": "hosts", None: "slurm"}.get(on)
+            if kind is None:
+                raise ToppipeError(f"on={on!r}: use on='slurm' or on='hosts', or name a pool with pool=")
+            chosen = next((p for p in found if p["kind"] == kind), None)
+            if chosen is None and on is None:
+                chosen = next((p for p in found if p["kind"] == "hosts"), None)
+            if chosen is None:
+                raise ToppipeError(f"site '{self.site}' has no {kind} pool; its pools: {', '.join(p['name'] for p in found)}")
+            return chosen
+        chosen = next((p for p in found if p["name"] == pool), None)
+        if chosen is None:
+            raise ToppipeError(f"site '{self.site}' has no pool {pool!r}; its pools: {', '.join(p['name'] for p in found)}")
+        return chosen
+
+    def scale(self, n: int, on: str | None = None, *, pool: str | None = None) -> None:
+        """Run *n* workers in the pool *pool* (by default the first Slurm pool; ``on="hosts"``: the
+        first hosts pool). Other pools keep theirs, and workers that stay are never restarted.
+
+        Slurm workers are kept at *n*, each replaced before its walltime. A hosts pool retires
+        workers (idle ones first, data handed over) or starts added ones on its hosts.
         """
-        if on == "slurm":
-            self._call("toppipe_scale", n=n)
-        elif on == "hosts":
-            from toppipe.cluster import scale_host_workers
-
-            scale_host_workers(self.record, n)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ToppipeError(f"scale({n!r}): give a number of workers, 0 or more")
+        chosen = self._pool(pool, on)
+        if chosen["kind"] == "slurm":
+            self._call("toppipe_scale", n=n, pool=chosen["name"])
         else:
-            raise ToppipeError(f"on={on!r}: use on='slurm' or on='hosts'")
+            from toppipe import host_pools
 
-    def adapt(self, minimum: int = 0, maximum: int = 4) -> None:
-        """Let the number of Slurm workers follow the load, between *minimum* and *maximum*."""
-        self._call("toppipe_adapt", minimum=minimum, maximum=maximum)
+            with self.guard_scheduler():
+                self.client.sync(host_pools.scale, self.client.scheduler, self.record, chosen, n)
+
+    def adapt(self, minimum: int = 0, maximum: int = 4, *, pool: str | None = None) -> None:
+        """Let the Slurm pool *pool* (by default the first) follow the tasks that need it, between
+        *minimum* and *maximum* workers; it goes back to *minimum* when idle. Other pools stay as they are."""
+        chosen = self._pool(pool, None if pool else "slurm")
+        if chosen["kind"] != "slurm":
+            raise ToppipeError(f"pool {chosen['name']!r} is a hosts pool, which does not adapt; scale it with session.scale(n, pool={chosen['name']!r})")
+        self._call("toppipe_adapt", minimum=minimum, maximum=maximum, pool=chosen["name"])
+
+    def stop_adapting(self, pool: str | None = None) -> None:
+        """Keep the workers the Slurm pool *pool* has, and stop following the load."""
+        self._call("toppipe_adapt_stop", pool=pool)
 
     def _call(self, handler: str, **kwargs):
         try:

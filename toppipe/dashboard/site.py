@@ -9,6 +9,8 @@ commands (``deploys/<id>/`` in the site's state folder).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 
@@ -67,6 +69,7 @@ class RealSite(SiteSource):
             "services": services,
             "workers": self._workers(),
             "slurm_queue": self._slurm_queue(),
+            "pools": self._pools(),
             "links": {"dask": record["dashboard"], "jupyter": record["jupyter"]},
         }
 
@@ -82,6 +85,12 @@ class RealSite(SiteSource):
             ]  # fmt: skip
         except (OSError, ToppipeError):
             self._session = None
+            return []
+
+    def _pools(self) -> list[dict]:
+        try:
+            return [dataclasses.asdict(p) for p in self.session().pools()]
+        except (OSError, ToppipeError):
             return []
 
     def _slurm_queue(self) -> list[dict]:

@@ -238,6 +238,18 @@ def cached(call: TaskCall, snapshot: reads.Snapshot | None, input_keys: dict[str
     return TaskResult(hit[1], hit[0])
 
 
+def worker_place() -> dict:
+    """The pool of the worker running this task and, in a Slurm job, its partition (for the records)."""
+    try:
+        from distributed import get_worker
+
+        resources = get_worker().state.total_resources
+    except ValueError:  # not on a dask worker (a run on="local")
+        resources = {}
+    pool = next((name.removeprefix("pool:") for name in resources if name.startswith("pool:")), None)
+    return {"pool": pool, "partition": os.environ.get("SLURM_JOB_PARTITION") or None}
+
+
 def run_task(call: TaskCall, snapshot: reads.Snapshot | None = None, **inputs) -> TaskResult:
     """Run one task (or load its cached result); inputs arrive as keyword arguments (TaskResults).
 
@@ -246,7 +258,7 @@ def run_task(call: TaskCall, snapshot: reads.Snapshot | None = None, **inputs) -
     global _project
     _project = call.project
     host, job = socket.gethostname(), os.environ.get("SLURM_JOB_ID") or None
-    _event(call, "running", host=host, slurm_job=job)
+    _event(call, "running", host=host, slurm_job=job, **worker_place())
     values = {name: found.value for name, found in inputs.items()}
     input_keys = {name: found.key for name, found in inputs.items()}
     refresh_project(call.project)

@@ -46,6 +46,8 @@ class TaskOptions:
     retries: int = 0
     on_error: str = "fail"
     timeout: float | None = None
+    pool: str | None = None
+    resources: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,16 @@ class Task:
     retries: int = 0
     on_error: str = "fail"
     timeout: float | None = None
+    pool: str | None = None  # the worker pool it runs on (``@task(pool="bigmem")``)
+    resources: tuple[tuple[str, float], ...] = ()  # what it needs of a worker (``@task(resources={"GPU": 1})``)
+
+    @property
+    def needs(self) -> dict[str, float]:
+        """The dask resources a worker must offer to run it (empty: the run's placement decides)."""
+        found = dict(self.resources)
+        if self.pool is not None:
+            found[f"pool:{self.pool}"] = 1.0
+        return found
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -82,7 +94,8 @@ def _from_file(task: Task, source) -> bool:
 
 
 def task(func: Callable | None = None, /, *, after: str | Iterable[str] = (), name: str | None = None,
-         map: str | None = None, retries: int = 0, on_error: str = "fail", timeout: float | None = None):
+         map: str | None = None, retries: int = 0, on_error: str = "fail", timeout: float | None = None,
+         pool: str | None = None, resources: Mapping[str, float] | None = None):
     """Mark *func* as a task, as ``@task`` or ``@task(after=[...], name=..., map=..., retries=...)``;
     returns it unchanged.
 
@@ -91,7 +104,8 @@ def task(func: Callable | None = None, /, *, after: str | Iterable[str] = (), na
     and a map over a mapped task goes element by element (no collect in between). ``retries=2``
     runs a task (each element of a map on its own) up to twice more when it raises; ``timeout=60``
     fails an attempt (of the task, or of one element) that runs longer than 60 seconds
-    (:mod:`toppipe.pipeline.timeouts`).
+    (:mod:`toppipe.pipeline.timeouts`). ``pool="bigmem"`` runs it on that worker pool, and
+    ``resources={"GPU": 1}`` on a worker that offers that much (one of a pool that does).
     """
     if map is not None and not isinstance(map, str):
         raise PipelineError(f"map= takes the name of one input (a string), not {map!r}")
@@ -100,7 +114,7 @@ def task(func: Callable | None = None, /, *, after: str | Iterable[str] = (), na
     if on_error not in ("fail", "continue"):
         raise PipelineError(f"on_error= is 'fail' or 'continue' (a failed element left out), not {on_error!r}")
     options = TaskOptions(name=name, after=_names(after), map=map, retries=retries, on_error=on_error,
-                          timeout=_seconds(timeout))  # fmt: skip
+                          timeout=_seconds(timeout), pool=_pool(pool), resources=_resources(resources))  # fmt: skip
 
     def mark(target: Callable) -> Callable:
         if not callable(target):
@@ -120,6 +134,8 @@ class _Declared:
     retries: int = 0
     on_error: str = "fail"
     timeout: float | None = None
+    pool: str | None = None
+    resources: tuple[tuple[str, float], ...] = ()
 
 
 class Pipeline:
@@ -230,12 +246,12 @@ class Pipeline:
 
     def task(self, func: Callable | None = None, /, *, after: str | Iterable[str] = (), name: str | None = None,
              map: str | None = None, retries: int = 0, on_error: str = "fail", timeout: float | None = None,
-             replace: bool = False):  # fmt: skip
+             pool: str | None = None, resources: Mapping[str, float] | None = None, replace: bool = False):  # fmt: skip
         """``@pipeline.task`` or ``@pipeline.task(...)``: mark *func* and add it here."""
 
         def add(target: Callable) -> Callable:
-            self.add(task(target, after=after, name=name, map=map, retries=retries, on_error=on_error, timeout=timeout),
-                     replace=replace)  # fmt: skip
+            self.add(task(target, after=after, name=name, map=map, retries=retries, on_error=on_error, timeout=timeout,
+                          pool=pool, resources=resources), replace=replace)  # fmt: skip
             return target
 
         return add if func is None else add(func)
@@ -296,7 +312,7 @@ class Pipeline:
     def _declare(self, item: Callable | Task, after: tuple[str, ...], name: str | None) -> tuple[str, _Declared]:
         if isinstance(item, Task):
             func, options = item.func, TaskOptions(item.name, item.after, item.map, item.retries, item.on_error,
-                                                   _seconds(item.timeout))  # fmt: skip
+                                                   _seconds(item.timeout), item.pool, item.resources)  # fmt: skip
         elif callable(item):
             func, options = item, getattr(item, "__toppipe_task__", None) or TaskOptions()
         else:
@@ -308,7 +324,7 @@ class Pipeline:
             )
         waits = tuple(dict.fromkeys(options.after + after))
         return task_name, _Declared(func, waits, _parameters(func, self.name, task_name), options.map, options.retries,
-                                    options.on_error, options.timeout)  # fmt: skip
+                                    options.on_error, options.timeout, options.pool, options.resources)  # fmt: skip
 
     def _resolve(self, declared: dict[str, _Declared]) -> tuple[dict[str, Task], list[str]]:
         """Tasks with inputs resolved against *declared*, and their order; raises if the graph is bad."""
@@ -317,7 +333,7 @@ class Pipeline:
             inputs = tuple(p for p, _ in entry.parameters if p in declared and p != name)
             params = {p: default for p, default in entry.parameters if p not in inputs}
             tasks[name] = Task(name, entry.func, inputs, entry.after, MappingProxyType(params), entry.map, entry.retries,
-                               entry.on_error, entry.timeout)  # fmt: skip
+                               entry.on_error, entry.timeout, entry.pool, entry.resources)  # fmt: skip
         for found in tasks.values():
             if found.map is not None and found.map not in found.inputs:
                 raise PipelineError(
@@ -360,6 +376,23 @@ def _names(value: str | Iterable[str]) -> tuple[str, ...]:
     if not all(isinstance(name, str) for name in names):
         raise PipelineError(f"after= takes task names (strings), not {value!r}")
     return names
+
+
+def _pool(pool) -> str | None:
+    if pool is not None and (not isinstance(pool, str) or not pool):
+        raise PipelineError(f"pool= takes the name of one of the site's pools (session.pools()), not {pool!r}")
+    return pool
+
+
+def _resources(resources) -> tuple[tuple[str, float], ...]:
+    """``resources=`` as sorted pairs; a PipelineError unless names map to amounts above 0."""
+    if resources is None:
+        return ()
+    if not isinstance(resources, Mapping) or not all(
+        isinstance(k, str) and k and not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0 for k, v in resources.items()
+    ):
+        raise PipelineError(f"resources= maps resource names to amounts above 0, e.g. {{'GPU': 1}}, not {resources!r}")
+    return tuple(sorted((k, float(v)) for k, v in resources.items()))
 
 
 def _seconds(timeout) -> float | None:

@@ -119,11 +119,12 @@ def start(session, pipeline: Pipeline, on: str = "hosts", only=None, downstream_
     """Submit a run of *pipeline* and return it at once (see the module doc)."""
     import cloudpickle
 
-    if on not in (*PLACEMENT, "local"):
-        raise PipelineError(f"run(on={on!r}): choose 'hosts', 'slurm' or 'local'")
+    if not isinstance(on, str) or not on:
+        raise PipelineError(f"run(on={on!r}): choose 'hosts', 'slurm', a pool's name or 'local'")
     pipeline.validate()
     params = dict(params or {})
     names, selected = needed(pipeline, only, downstream_of)
+    needs = {} if on == "local" else placement(session, pipeline, names, on)
     record = session.record
     uses: dict[str, tuple[ModuleUse, ...]] = {}
     keys = cache_keys(pipeline, names, params, record.get("project_local"), uses)
@@ -150,8 +151,28 @@ def start(session, pipeline: Pipeline, on: str = "hosts", only=None, downstream_
     if on == "local":
         run._start_local(pipeline, calls, started)
     else:
-        run._start_on_cluster(pipeline, calls, started, PLACEMENT[on])
+        run._start_on_cluster(pipeline, calls, started, needs)
     return run
+
+
+def placement(session, pipeline: Pipeline, names: list[str], on: str) -> dict[str, dict[str, float]]:
+    """What each task asks of a worker: its own pool or resources, else the run's *on* (a kind of
+    pool, or a pool's name). A PipelineError at once when no pool of the site offers it."""
+    from toppipe.agent_pools import fits, unplaceable_message
+
+    pools = session._call("toppipe_pools")
+    offers = {p["name"]: p["offer"] for p in pools}
+    if on in PLACEMENT:
+        default = PLACEMENT[on]
+    elif on in offers:
+        default = {f"pool:{on}": 1}
+    else:
+        raise PipelineError(f"run(on={on!r}): choose 'hosts', 'slurm', 'local' or a pool of site {session.site}: {', '.join(offers)}")
+    needs = {name: pipeline.tasks[name].needs or default for name in names}
+    for name, asked in needs.items():
+        if not any(fits(asked, offer) for offer in offers.values()):
+            raise PipelineError(f"task {name!r}: {unplaceable_message(asked, offers)}")
+    return needs
 
 
 class Run:
@@ -172,7 +193,7 @@ class Run:
 
     # -- starting ----------------------------------------------------------
 
-    def _start_on_cluster(self, pipeline: Pipeline, calls: dict[str, TaskCall], started: dict, resources: dict) -> None:
+    def _start_on_cluster(self, pipeline: Pipeline, calls: dict[str, TaskCall], started: dict, needs: dict[str, dict]) -> None:
         from distributed import fire_and_forget
 
         from dask.utils import apply
@@ -185,6 +206,8 @@ class Run:
         snapshot = f"toppipe-snapshot-{self.id}"  # the saved project, sent once, for workers' synced copies
         graph: dict = {snapshot: _synced_snapshot(self.session.record)}
         held: dict[str, Any] = {}  # dask key -> future, for what later submissions depend on
+        first_needs = needs[self._stages[0][0]] if self._stages else {}
+        resources = dict(first_needs)  # what the graph being built asks of its workers (the snapshot goes with it)
 
         def flush() -> None:
             if graph:
@@ -198,16 +221,20 @@ class Run:
             task = pipeline.tasks[name]
             if maps[name] is not None:
                 flush()
+                resources = needs[name]
                 extras = {m: {i: held[self._key(i)] for i in pipeline.tasks[m].inputs if i != maps[m]} for m in stage}
                 after = [held[self._key(a)] for m in stage for a in pipeline.tasks[m].after
                          if a not in pipeline.tasks[m].inputs and a not in stage]  # fmt: skip
                 first = self._key(name)
                 group = client.submit(fanout.run_group_on_worker, [calls[m] for m in stage], {m: maps[m] for m in stage},
-                                      _ElementKeys(first), resources, held[snapshot], held[self._key(maps[name])], extras,
+                                      _ElementKeys(first), needs[name], held[snapshot], held[self._key(maps[name])], extras,
                                       after, key=f"{first}-group", pure=False)  # fmt: skip
                 for member in stage:
                     held[self._key(member)] = client.submit(fanout.pick, group, member, key=self._key(member), pure=False)
                 continue
+            if needs[name] != resources:  # one graph asks one thing of its workers
+                flush()
+                resources = needs[name]
             ref = lambda key: held.get(key, key)  # noqa: E731 - a key of this graph, or the future of one sent before
             after = [ref(self._key(a)) for a in task.after if a not in task.inputs]
             graph[self._key(name)] = (apply, _run_after, [calls[name], after, ref(snapshot)],
@@ -313,7 +340,8 @@ class Run:
             raise PipelineError(f"run {self.id} has no task {task!r}; its tasks: {', '.join(self.tasks)}")
         if state is not None and state not in summary.STATES:
             raise PipelineError(f"elements(state={state!r}): choose one of {', '.join(summary.STATES)}")
-        fields = ("name", "index", "state", "host", "slurm_job", "attempts", "started", "ended", "error", "inputs", "traceback")
+        fields = ("name", "index", "state", "host", "pool", "partition", "slurm_job", "attempts", "started", "ended", "error",
+                  "inputs", "traceback")
         store = self.session.records()
         try:
             rows = store.elements(self.id, task, state=state, limit=limit, offset=offset)

@@ -61,6 +61,7 @@ def content(view: dict | None) -> list[Any]:
         ]),  # fmt: skip
         section("Hosts", html.Ul([host_item(h) for h in view.get("hosts", [])], id="hosts-list")),
         section("Services", services_table(view.get("services", []))),
+        section("Pools", pools_table(view.get("pools", []))),
         section("Workers", *workers_sections(view.get("workers", []), view.get("slurm_queue", []))),
         section("Slurm queue", slurm_table(view.get("slurm_queue", []))),
     ]
@@ -126,8 +127,30 @@ def workers_sections(workers: list[dict], queue: list[dict]) -> list[Any]:
 def slurm_table(queue: list[dict]) -> html.Div | html.Table:
     if not queue:
         return html.Div("no Slurm jobs", id="slurm-queue")
-    rows = [(f"slurm-job-{j['job_id']}", [j["job_id"], j.get("state", "-"), j.get("node") or "-", j.get("elapsed") or "-"]) for j in queue]
-    return table("slurm-queue", ("job", "state", "node", "elapsed"), rows)
+    rows = [(f"slurm-job-{j['job_id']}", [j["job_id"], j.get("pool") or "-", j.get("state", "-"), j.get("node") or "-",
+                                          j.get("elapsed") or "-"]) for j in queue]  # fmt: skip
+    return table("slurm-queue", ("job", "pool", "state", "node", "elapsed"), rows)
+
+
+def _limits(pool: dict) -> str:
+    limits = pool.get("limits") or {}
+    if pool.get("kind") == "slurm":
+        return f"partition {limits.get('partition') or 'default'}, at most {limits.get('max_jobs')} jobs of {limits.get('walltime')}"
+    return ", ".join(f"{host}: {n}" for host, n in (limits.get("per_host") or {}).items())
+
+
+def pools_table(pools: list[dict]) -> html.Div | html.Table:
+    """Each pool: its kind, what its workers offer, its workers and pending jobs, its limits and mode."""
+    if not pools:
+        return html.Div("no pools reported yet", id="pools-table")
+    rows = []
+    for p in pools:
+        offers = ", ".join(f"{k}={v:g}" for k, v in (p.get("offers") or {}).items()) or "-"
+        adaptive = p.get("adaptive")
+        mode = f"adaptive {adaptive[0]} to {adaptive[1]}" if adaptive else "manual"
+        rows.append((f"pool-{p['name']}", [p["name"], p.get("kind", "-"), offers, p.get("workers", 0), p.get("pending_jobs", 0),
+                                           _limits(p), mode]))  # fmt: skip
+    return table("pools-table", ("pool", "kind", "offers", "workers", "pending jobs", "limits", "mode"), rows)
 
 
 def confirm_message(action: str, host: str, name: str) -> str:
