@@ -97,8 +97,6 @@ def test_queued_unrestricted_tasks_count_for_the_generic_pool_only(pools):
     assert _target(wide) == 2  # 5 tasks, 4 threads a job
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug: a task asking only for slurm=1 (what run(on='slurm') "
-                   "asks) fits every Slurm pool, so the bigmem pool starts jobs for it as well as the generic pool")  # fmt: skip
 def test_tasks_for_any_slurm_worker_count_for_the_generic_pool_only(pools):
     scheduler, slurm, bigmem = pools
     _waiting(scheduler, 4, slurm=1)
