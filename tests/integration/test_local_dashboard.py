@@ -1,5 +1,5 @@
-"""The site dashboard that ``up`` starts on the local site: loopback only, and
-nothing answered without its token (pages, Dash's own endpoints, callbacks)."""
+"""The site dashboard that ``up`` starts on the local site: served by waitress on loopback
+only, and nothing answered without its token (pages, Dash's own endpoints, callbacks)."""
 
 from __future__ import annotations
 
@@ -24,19 +24,28 @@ def app(tmp_path_factory):
     run_deploy("down", "inventories/local", "--purge", state_dir=state)
 
 
-def get(url: str, token: str | None = None, data: bytes | None = None) -> int:
+def answer(url: str, token: str | None = None, data: bytes | None = None) -> tuple[int, str | None]:
+    """``(status, Server header)``."""
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
+            return response.status, response.headers.get("Server")
     except urllib.error.HTTPError as error:
-        return error.code
+        return error.code, error.headers.get("Server")
+
+
+def get(url: str, token: str | None = None, data: bytes | None = None) -> int:
+    return answer(url, token, data)[0]
 
 
 def test_it_listens_on_loopback_only(app):
     assert app[0].startswith("http://127.0.0.1:")
+
+
+def test_it_is_served_by_waitress_not_the_development_server(app):
+    assert answer(app[0] + "_dash-layout", app[1]) == (200, "toppipe-dashboard")  # werkzeug says "Werkzeug/x.y"
 
 
 @pytest.mark.parametrize("path", ["", "runs", "_dash-layout", "_dash-dependencies", "assets/x.css"])

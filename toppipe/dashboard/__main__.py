@@ -1,6 +1,7 @@
 """``python -m toppipe.dashboard --site NAME --bind ADDR --port PORT``: the site dashboard,
-as ``up`` starts it on the client. The token is read from the file named by
-``TOPPIPE_DASHBOARD_TOKEN_FILE`` (never from the command line, where ``ps`` shows it)."""
+as ``up`` starts it on the client, served by waitress (:mod:`toppipe.dashboard.server`).
+The token is read from the file named by ``TOPPIPE_DASHBOARD_TOKEN_FILE`` (never from the
+command line, where ``ps`` shows it)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,18 @@ def main(argv: list[str] | None = None) -> int:
         token = handle.read().strip()
 
     from toppipe.dashboard.app import make_app
+    from toppipe.dashboard.server import ServerError, serve
     from toppipe.dashboard.site import RealSite
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no request lines (a login URL holds the token)
+    logging.basicConfig(level=logging.WARNING, format="dashboard: %(levelname)s %(name)s: %(message)s")
     app = make_app(RealSite(args.site), token, poll_interval=args.poll)
-    app.run(host=args.bind, port=args.port, debug=False, threaded=True)
+    try:
+        serve(app.server, args.bind, args.port)
+    except ServerError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
