@@ -27,8 +27,10 @@ def served():
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    server.trigger.pull_trigger(server.close)  # closed in its own loop's thread: the loop ends
     thread.join(timeout=10)
+    assert not thread.is_alive()
+    server.task_dispatcher.shutdown()
     app.toppipe.poller.stop()
 
 
