@@ -2,13 +2,15 @@
 
 Pages: ``/`` the site (from the poller's cache), ``/runs`` the runs (one page
 queried at a time), ``/runs/<id>`` one run. The JS is served from the
-installed packages (``serve_locally``): the app needs no network.
+installed packages (``serve_locally``) and the stylesheet from ``assets/``: the app needs
+no network. The page shell is dash-bootstrap-components (a navbar, a card per section).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import dash_bootstrap_components as dbc
 from dash import Dash, dcc, html
 from flask import Flask
 
@@ -20,20 +22,22 @@ from toppipe.dashboard.views import run as run_view
 from toppipe.dashboard.views import runs as runs_view
 from toppipe.dashboard.views import site as site_view
 
-STYLE_PAGE = {"fontFamily": "system-ui, sans-serif", "margin": "1em 2em", "color": "#0f172a"}
-
 
 def shell() -> html.Div:
-    """What every page has: the URL, the navigation, the action message, and the page."""
-    return html.Div(style=STYLE_PAGE, children=[
+    """What every page has: the URL, the navigation bar, the action message, and the page."""
+    return html.Div([
         dcc.Location(id="url"),
-        html.Header([
-            html.B("toppipe", style={"marginRight": "1.5em"}),
-            dcc.Link("site", href="/", id="nav-site", style={"marginRight": "1em"}),
-            dcc.Link("runs", href="/runs", id="nav-runs"),
+        html.Header(dbc.Navbar([
+            dcc.Link("toppipe", href="/", className="navbar-brand"),
+            dbc.Nav([
+                dbc.NavItem(dbc.NavLink("site", href="/", id="nav-site", active="exact")),
+                dbc.NavItem(dbc.NavLink("runs", href="/runs", id="nav-runs", active="partial")),
+            ]),
+        ], dark=True, color="dark")),
+        dbc.Container(fluid=True, children=[
+            html.Div(id="action-message", role="status", className="action-message"),
+            html.Main(id="page"),
         ]),
-        html.Div(id="action-message", role="status", style={"margin": "0.5em 0", "fontWeight": "bold"}),
-        html.Main(id="page"),
     ])  # fmt: skip
 
 

@@ -1,26 +1,25 @@
-"""Building blocks shared by the pages: tables, state badges, links, confirm dialogs."""
+"""Building blocks shared by the pages: cards, tables, state badges, links, confirm dialogs
+(dash-bootstrap-components, styled by ``assets/toppipe.css``)."""
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
+import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from toppipe.pipeline.render import PALETTE
 
-STYLE_TABLE = {"borderCollapse": "collapse", "margin": "0.5em 0 1.5em", "fontSize": "0.9em"}
-STYLE_CELL = {"border": "1px solid #cbd5e1", "padding": "3px 8px", "textAlign": "left", "verticalAlign": "top"}
 
-
-def table(table_id: str | None, headers: Iterable[str], rows: Iterable[tuple[Any, list[Any]]]) -> html.Table:
+def table(table_id: str | None, headers: Iterable[str], rows: Iterable[tuple[Any, list[Any]]]) -> dbc.Table:
     """A table; *rows* are ``(row_id or None, cells)``."""
-    head = html.Thead(html.Tr([html.Th(h, style=STYLE_CELL) for h in headers]))
+    head = html.Thead(html.Tr([html.Th(h) for h in headers]))
     body = html.Tbody([
-        html.Tr([html.Td(cell, style=STYLE_CELL) for cell in cells], **({"id": row_id} if row_id else {}))
+        html.Tr([html.Td(cell) for cell in cells], **({"id": row_id} if row_id else {}))
         for row_id, cells in rows
     ])  # fmt: skip
-    return html.Table([head, body], **({"id": table_id} if table_id else {}), style=STYLE_TABLE)
+    return dbc.Table([head, body], **({"id": table_id} if table_id else {}), size="sm", striped=True, hover=True)
 
 
 def state_badge(state: str | None, element_id: str | None = None) -> html.Span:
@@ -48,6 +47,7 @@ def confirm(dialog_id: str) -> dcc.ConfirmDialog:
     return dcc.ConfirmDialog(id=dialog_id, message="")
 
 
-def section(title: str, *children: Any, section_id: str | None = None) -> html.Section:
-    return html.Section([html.H2(title, style={"fontSize": "1.1em", "margin": "1em 0 0.3em"}), *children],
-                        **({"id": section_id} if section_id else {}))  # fmt: skip
+def section(title: str, *children: Any, section_id: str | None = None) -> dbc.Card:
+    """A card: the section's title as its header, *children* as its body."""
+    return dbc.Card([dbc.CardHeader(html.H2(title)), dbc.CardBody(list(children))],
+                    **({"id": section_id} if section_id else {}))  # fmt: skip
