@@ -117,6 +117,9 @@ class Agent:
             self.scheduler = self.cluster.scheduler
             self.pools = {p["name"]: agent_pools.SlurmPool(self.cluster, p, self.config["slurm"], self.config["site"])
                           for p in slurm_pools(self.config)}  # fmt: skip
+            catch_all = [p for p in self.pools.values() if p.catch_all] or list(self.pools.values())[:1]
+            for pool in self.pools.values():  # tasks for no pool in particular make one pool grow, not each
+                pool.catch_all = pool is catch_all[0]
         else:
             self.scheduler = await Scheduler(**scheduler_options)
         self.scheduler.handlers.update(

@@ -113,6 +113,8 @@ class SlurmPool:
         if self.processes > 1:
             self.spec["group"] = [f"-{i}" for i in range(self.processes)]
         self.jobs: list[str] = []  # spec names of this pool's jobs, oldest first
+        # whether it adapts to tasks that ask for no pool in particular: one pool of a site does (Agent.start)
+        self.catch_all = not any(k not in ("slurm", "host") and not k.startswith(POOL_PREFIX) for k in self.offer)
         self._numbers = itertools.count()
         self.adaptive: PoolAdaptive | None = None
 
@@ -160,9 +162,10 @@ class SlurmPool:
     def add(self, count: int) -> list[str]:
         names = []
         for _ in range(count):
-            name = f"{self.name}-{next(self._numbers)}"
+            # "<pool>.<n>": no pool name holds a dot, so pool a's job a.1 (workers a.1-0...) is not pool a-1's
+            name = f"{self.name}.{next(self._numbers)}"
             while name in self.cluster.worker_spec:
-                name = f"{self.name}-{next(self._numbers)}"
+                name = f"{self.name}.{next(self._numbers)}"
             self.cluster.worker_spec[name] = self.spec
             self.jobs.append(name)
             names.append(name)
@@ -199,10 +202,13 @@ class SlurmPool:
             self.adaptive = None
 
     def waiting_slots(self, generic: bool) -> int:
-        """Threads the tasks waiting for this pool would use: tasks with no worker that fit it, and
-        (for a pool that offers nothing special) tasks queued for lack of threads anywhere."""
+        """Threads the tasks waiting for this pool would use: tasks with no worker that fit it (for a
+        pool that offers something special, only those that ask for it or for the pool), and (for a
+        pool that offers nothing special) tasks queued for lack of threads anywhere."""
         scheduler = self.scheduler
-        waiting = sum(1 for ts in scheduler.unrunnable if fits(ts.resource_restrictions, self.offer))
+        own = {name for name in self.offer if name not in ("slurm", "host")}  # its marker and its special resources
+        waiting = sum(1 for ts in scheduler.unrunnable if fits(ts.resource_restrictions, self.offer)
+                      and (generic or own & set(ts.resource_restrictions or ())))  # fmt: skip
         if generic:
             waiting += len(scheduler.queued)
         return waiting
@@ -234,7 +240,6 @@ class PoolAdaptive(AdaptiveCore):
     def __init__(self, pool: SlurmPool, minimum: int = 0, maximum: float = math.inf):
         super().__init__(minimum=minimum, maximum=maximum if math.isinf(maximum) else int(maximum), wait_count=ADAPT_WAIT_COUNT)
         self.pool = pool
-        self.generic = not any(not k.startswith(POOL_PREFIX) and k not in ("slurm", "host") for k in pool.offer)
         self._callback: PeriodicCallback | None = None
 
     def start(self) -> None:
@@ -267,7 +272,7 @@ class PoolAdaptive(AdaptiveCore):
 
     async def target(self) -> int:
         slots_per_job = max(1, int(self.pool.offer[marker(self.pool.name)]) * self.pool.processes)
-        needed = self.pool.running_slots() + self.pool.waiting_slots(self.generic)
+        needed = self.pool.running_slots() + self.pool.waiting_slots(self.pool.catch_all)
         return max(math.ceil(needed / slots_per_job), len(self.pool.busy_jobs()))
 
     async def workers_to_close(self, target: int) -> list:

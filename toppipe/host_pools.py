@@ -37,11 +37,10 @@ def plan(workers: list[dict], deployed: dict[str, int], n: int, extra_per_host: 
     if n < len(workers):
         retire: list[str] = []
         left = dict(counts)
-        candidates = sorted(workers, key=lambda w: (w["processing"] > 0, added_index(w["name"]) is None))
         for _ in range(len(workers) - n):
-            busiest = max(left, key=lambda h: (left[h], h))
-            chosen = next((w for w in candidates if w["host"] == busiest and w["address"] not in retire), None)
-            chosen = chosen or next(w for w in candidates if w["address"] not in retire)
+            # idle before busy, added before the inventory's, then from the host with the most left
+            chosen = min((w for w in workers if w["address"] not in retire),
+                         key=lambda w: (w["processing"] > 0, added_index(w["name"]) is None, -left[w["host"]], w["host"], w["name"]))  # fmt: skip
             retire.append(chosen["address"])
             left[chosen["host"]] -= 1
         return retire, {}

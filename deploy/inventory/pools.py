@@ -14,6 +14,8 @@ Without it a site has the default pools: ``hosts`` (the workers group, from
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,12 @@ from deploy.inventory import schema, values
 from deploy.inventory.errors import InventoryError
 from deploy.inventory.model import (DEFAULT_HOST_POOL, DEFAULT_SLURM_POOL, HOST_POOL_KEYS, POOL_RESOURCE_PREFIX,
                                     RESERVED_RESOURCES, SLURM_POOL_KEYS, Host, Pool, PoolSettings, Settings)  # fmt: skip
+
+
+#: What dask's ``--resources NAME=AMOUNT,...`` reads as one name.
+RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+#: Names run(on=...) reads as placements: a pool of another kind (or "local") could not be chosen by its name.
+PLACEMENT_NAMES = {"local": None, "hosts": "hosts", "slurm": "slurm"}
 
 
 def written_pools(raw: Any, file: Path, key: str) -> tuple[tuple[str, PoolSettings], ...]:
@@ -43,9 +51,11 @@ def written_pools(raw: Any, file: Path, key: str) -> tuple[tuple[str, PoolSettin
             resources = ()
         if isinstance(body, dict) and isinstance(body.get("hosts"), str):
             body = {**body, "hosts": [body["hosts"]]}
-        if isinstance(body, dict) and "kind" not in body:
+        if body is None or (isinstance(body, dict) and "kind" not in body):
             raise InventoryError(file, f"{where}.kind", "required key is missing; write kind: slurm or kind: hosts")
         settings = schema.build(PoolSettings, body, file, where)
+        if str(name) in PLACEMENT_NAMES and PLACEMENT_NAMES[str(name)] != settings.kind:
+            raise InventoryError(file, where, f"run(on='{name}') means {'this machine' if name == 'local' else f'any {name} pool'}, so a {settings.kind} pool cannot have this name; choose another")
         for other in HOST_POOL_KEYS if settings.kind == "slurm" else SLURM_POOL_KEYS:
             if other in body:
                 kind = "hosts" if settings.kind == "slurm" else "slurm"
@@ -62,9 +72,9 @@ def _resources(raw: Any, file: Path, key: str) -> tuple[tuple[str, float], ...]:
     found = []
     for name, amount in raw.items():
         name = str(name)
-        if name in RESERVED_RESOURCES or name.startswith(POOL_RESOURCE_PREFIX) or not name.strip() or " " in name or "=" in name:
-            raise InventoryError(file, f"{key}.{name}", f"'{name}' cannot name a resource (host, slurm and pool:... are toppipe's own); choose another name")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+        if name in RESERVED_RESOURCES or name.startswith(POOL_RESOURCE_PREFIX) or not RESOURCE_NAME.fullmatch(name):
+            raise InventoryError(file, f"{key}.{name}", f"'{name}' cannot name a resource (letters, digits, '_', '-' and '.'; host, slurm and pool:... are toppipe's own); choose another name")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount <= 0:
             raise InventoryError(file, f"{key}.{name}", f"expected a positive amount per worker, got {amount!r}; e.g. {name}: 1")
         found.append((name, float(amount)))
     return tuple(found)

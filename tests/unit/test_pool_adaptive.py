@@ -107,7 +107,7 @@ def test_tasks_for_any_slurm_worker_count_for_the_generic_pool_only(pools):
 def test_running_tasks_keep_their_jobs_in_the_target(pools):
     scheduler, _, bigmem = pools
     bigmem.add(1)
-    _join(bigmem, "bigmem-0", running=1)
+    _join(bigmem, "bigmem.0", running=1)
     _waiting(scheduler, 2, bigmem=1)
     assert _target(bigmem) == 3
 
@@ -116,39 +116,50 @@ def test_busy_jobs_are_never_below_the_target():
     scheduler = _scheduler()
     pool = _pool(scheduler, "pairs", cores=2, processes=2)  # two 1-thread workers a job
     pool.add(2)
-    _join(pool, "pairs-0-0", running=1)
-    _join(pool, "pairs-0-1")
-    _join(pool, "pairs-1-1", running=1)
-    assert pool.busy_jobs() == {"pairs-0", "pairs-1"}
+    _join(pool, "pairs.0-0", running=1)
+    _join(pool, "pairs.0-1")
+    _join(pool, "pairs.1-1", running=1)
+    assert pool.busy_jobs() == {"pairs.0", "pairs.1"}
     assert _target(pool) == 2  # 2 tasks would fit one job, but both jobs run one
 
 
 def test_least_useful_ends_jobs_not_joined_first_then_idle_then_busy(pools):
     _, _, bigmem = pools
     bigmem.add(5)
-    _join(bigmem, "bigmem-0", running=1)
-    _join(bigmem, "bigmem-1")
-    _join(bigmem, "bigmem-3")
-    _join(bigmem, "bigmem-4", running=2)
+    _join(bigmem, "bigmem.0", running=1)
+    _join(bigmem, "bigmem.1")
+    _join(bigmem, "bigmem.3")
+    _join(bigmem, "bigmem.4", running=2)
     # not joined: 2; idle: 1, 3; busy: 0, 4 (the newest first in each)
-    assert bigmem.least_useful(5) == ["bigmem-2", "bigmem-3", "bigmem-1", "bigmem-4", "bigmem-0"]
-    assert bigmem.least_useful(1) == ["bigmem-2"]
+    assert bigmem.least_useful(5) == ["bigmem.2", "bigmem.3", "bigmem.1", "bigmem.4", "bigmem.0"]
+    assert bigmem.least_useful(1) == ["bigmem.2"]
 
 
 def test_adapting_down_closes_idle_jobs_only(pools):
     _, _, bigmem = pools
     bigmem.add(3)
-    _join(bigmem, "bigmem-0", running=1)
-    _join(bigmem, "bigmem-1")
+    _join(bigmem, "bigmem.0", running=1)
+    _join(bigmem, "bigmem.1")
     adaptive = PoolAdaptive(bigmem)
-    assert asyncio.run(adaptive.workers_to_close(0)) == ["bigmem-2", "bigmem-1"]
-    assert asyncio.run(adaptive.workers_to_close(2)) == ["bigmem-2"]
+    assert asyncio.run(adaptive.workers_to_close(0)) == ["bigmem.2", "bigmem.1"]
+    assert asyncio.run(adaptive.workers_to_close(2)) == ["bigmem.2"]
 
 
 def test_another_pools_workers_are_not_this_pools(pools):
     _, slurm, bigmem = pools
     slurm.add(1)
     bigmem.add(1)
-    _join(slurm, "slurm-0", running=1)
-    assert bigmem.joined_jobs() == set() and slurm.busy_jobs() == {"slurm-0"}
-    assert bigmem.least_useful(1) == ["bigmem-0"]
+    _join(slurm, "slurm.0", running=1)
+    assert bigmem.joined_jobs() == set() and slurm.busy_jobs() == {"slurm.0"}
+    assert bigmem.least_useful(1) == ["bigmem.0"]
+
+
+def test_pool_a_and_pool_a_1_never_share_a_worker_name(pools):
+    scheduler = pools[0]
+    a, a_1 = _pool(scheduler, "a", cores=2, processes=2), _pool(scheduler, "a-1", cores=2, processes=2)
+    a.add(2)
+    a_1.add(1)
+    workers_a = {f"{job}{suffix}" for job in a.jobs for suffix in a.spec["group"]}
+    workers_a_1 = {f"{job}{suffix}" for job in a_1.jobs for suffix in a_1.spec["group"]}
+    assert not workers_a & workers_a_1
+    assert {a.job_of(w) for w in workers_a} == set(a.jobs) and {a_1.job_of(w) for w in workers_a_1} == set(a_1.jobs)
