@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
 
 from toppipe.errors import ToppipeError
 
+_ADDED = re.compile(r"(?:.*?)(?:-[a-z][a-z0-9-]*)?\.(\d+)")
 #: How long a scaled hosts pool may take to reach its count, and one round of trying.
 SCALE_SECONDS = 120
 ROUND_SECONDS = 6
 
 
-def added_index(name: str) -> int | None:
-    """The k of an added worker's name (``node1.3``, ``node1-gpu.2``), None for the inventory's."""
-    _, dot, index = name.rpartition(".")
-    return int(index) if dot and index.isdigit() else None
+def added_index(name: str, host: str = "") -> int | None:
+    """The k of an added worker's name (``node1.3``, ``node1-gpu.2``), None for the inventory's;
+    *host* is the start of the name (a host named by its address holds dots of its own)."""
+    found = _ADDED.fullmatch(name[len(host):] if host and name.startswith(host) else name)
+    return int(found.group(1)) if found else None
 
 
 def plan(workers: list[dict], deployed: dict[str, int], n: int, extra_per_host: int) -> tuple[list[str], dict[str, list[int]]]:
@@ -40,11 +43,11 @@ def plan(workers: list[dict], deployed: dict[str, int], n: int, extra_per_host: 
         for _ in range(len(workers) - n):
             # idle before busy, added before the inventory's, then from the host with the most left
             chosen = min((w for w in workers if w["address"] not in retire),
-                         key=lambda w: (w["processing"] > 0, added_index(w["name"]) is None, -left[w["host"]], w["host"], w["name"]))  # fmt: skip
+                         key=lambda w: (w["processing"] > 0, added_index(w["name"], w["host"]) is None, -left[w["host"]], w["host"], w["name"]))  # fmt: skip
             retire.append(chosen["address"])
             left[chosen["host"]] -= 1
         return retire, {}
-    used = {host: {added_index(w["name"]) for w in workers if w["host"] == host} for host in deployed}
+    used = {host: {added_index(w["name"], host) for w in workers if w["host"] == host} for host in deployed}
     added: dict[str, list[int]] = {}
     for _ in range(n - len(workers)):
         free = {h: [k for k in range(deployed[h] + 1, deployed[h] + 1 + extra_per_host) if k not in used[h]] for h in deployed}
