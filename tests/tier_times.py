@@ -15,6 +15,8 @@ ORDER = ("unit", "integration", "lab")
 _seconds: dict[str, float] = defaultdict(float)
 _tests: dict[str, int] = defaultdict(int)
 _started = time.monotonic()
+#: Lines a tier adds under the times (the lab's wait for scripts/test's background preparation).
+notes: list[str] = []
 
 
 def tier_of(path: str) -> str:
@@ -42,3 +44,5 @@ def pytest_terminal_summary(terminalreporter):
     for tier in sorted(_seconds, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
         terminalreporter.write_line(f"{tier:<12} {_tests[tier]:>4} tests  {_minutes(_seconds[tier])}")
     terminalreporter.write_line(f"{'all':<12} {sum(_tests.values()):>4} tests  {_minutes(time.monotonic() - _started)} (wall)")
+    for note in notes:
+        terminalreporter.write_line(note)

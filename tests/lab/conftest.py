@@ -104,10 +104,29 @@ def load_lab() -> Lab:
     return Lab(json.loads((LAB_STATE / "lab.json").read_text()))
 
 
+def _wait_for_background_prepare() -> None:
+    """Wait for ``scripts/test``'s background job (lab up, image builds) to end, if there is one."""
+    import fcntl
+    import time
+
+    lock = os.environ.get("TOPPIPE_LAB_PREPARE_LOCK")
+    if not lock or not Path(lock).exists():
+        return
+    began = time.monotonic()
+    with open(lock) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the job ends, however it ends
+    log = Path(lock).with_suffix(".log")
+    last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+    from tests import tier_times
+
+    tier_times.notes.append(f"the lab tier waited {time.monotonic() - began:.0f} s for scripts/test's background job: {' '.join(last)}")
+
+
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
+    _wait_for_background_prepare()
     if run_lab("status", timeout=120).returncode != 0:
         up = run_lab("up")
         if up.returncode != 0:
@@ -149,7 +168,7 @@ def site(lab, state_dir):
 
 
 def _retire_slurm_workers(state_dir: Path, timeout: float = 120) -> None:
-    """Scale the shared site's Slurm pool to zero and wait; a site the module took down has none."""
+    """Scale the shared site's Slurm pools to zero and wait; a site the module took down has none."""
     import time
 
     import toppipe
@@ -162,7 +181,9 @@ def _retire_slurm_workers(state_dir: Path, timeout: float = 120) -> None:
         except ToppipeError:  # the module took the site down (down cancels every job)
             return
         with session:
-            session.scale(0, on="slurm")  # also stops adapting
+            for pool in session.pools():
+                if pool.kind == "slurm":
+                    session.scale(0, pool=pool.name)  # also stops adapting
             deadline = time.monotonic() + timeout
             while any(w.slurm_job for w in session.workers()):
                 assert time.monotonic() < deadline, "Slurm workers of an earlier module did not retire"
