@@ -1,8 +1,9 @@
 """Slurm workers rotate before their walltime without losing the computation.
 
 A site whose Slurm jobs have a 90 s walltime runs a computation of about
-two minutes on Slurm workers only: workers retire (staggered), new jobs
-replace them, and the result is still right.
+two minutes on Slurm workers only (one of each Slurm pool of the lab): workers
+retire (staggered), new jobs of their pool replace them, and the result is
+still right.
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ def session(lab, inventory, tmp_path_factory):
         run_deploy("down", str(inventory), "--purge", state_dir=state, timeout=300)
 
 
-def test_computation_outlives_the_walltime_of_its_workers(session):
+def test_computation_outlives_the_walltime_of_its_workers_in_each_pool(session):
+    """A worker of each Slurm pool (batch and bigmem): both pools rotate, each with jobs of its own partition."""
+
     def slow_square(i):  # defined here so it ships by value, not by module name
         time.sleep(3)
-        return i * i, os.environ.get("SLURM_JOB_ID")
+        return i * i, os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_JOB_PARTITION")
 
-    session.scale(2, on="slurm")
+    session.scale(1, pool="slurm")
+    session.scale(1, pool="bigmem")
     session.wait_for_workers(2, timeout=120)
     first_jobs = {w.slurm_job for w in session.workers()}
     started = time.monotonic()
@@ -73,10 +77,10 @@ def test_computation_outlives_the_walltime_of_its_workers(session):
     results = session.client.gather(futures)
     elapsed = time.monotonic() - started
     assert elapsed > WALLTIME_SECONDS  # the computation did outlive every first job
-    assert sum(value for value, _ in results) == sum(i * i for i in range(70))
-    jobs = {job for _, job in results}
-    assert jobs - first_jobs, f"no replacement job did any work: {jobs}"
-    assert len(jobs) >= 3
+    assert sum(value for value, _, _ in results) == sum(i * i for i in range(70))
+    replacements = {(job, partition) for _, job, partition in results if job not in first_jobs}
+    assert {partition for _, partition in replacements} == {"batch", "bigmem"}, f"a pool did not rotate: {results}"
+    session.scale(0, pool="bigmem")
 
 
 MAP_PIPELINE = """
