@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from toppipe import agent_pools, rotation
+from toppipe import agent_pools, history, rotation
 
 ROTATION_CHECK_SECONDS = 5
 
@@ -88,6 +88,8 @@ class Agent:
         self._queue: tuple[float, list[dict]] | None = None
         self.handing_over: str | None = None  # why this agent stops before its successor starts
         self.pools: dict[str, agent_pools.SlurmPool] = {}
+        self.history = history.History()
+        self.task_counter = history.TaskCounter()
 
     async def start(self) -> None:
         from distributed import Scheduler
@@ -125,8 +127,9 @@ class Agent:
         self.scheduler.handlers.update(
             toppipe_scale=self.scale, toppipe_adapt=self.adapt, toppipe_workers=self.workers, toppipe_run_status=self.run_status,
             toppipe_slurm_queue=self.slurm_queue, toppipe_pool=self.pool, toppipe_adapt_stop=self.stop_adapting,
-            toppipe_pools=self.describe_pools, toppipe_retire=self.retire,
+            toppipe_pools=self.describe_pools, toppipe_retire=self.retire, toppipe_history=self.history_since,
         )
+        self.scheduler.add_plugin(self.task_counter)
         self.scheduler.add_plugin(agent_pools.UnplaceableTasks(self.scheduler, self.offers()))
         if self.config.get("records"):
             from toppipe.recorder import RunRecorder
@@ -188,6 +191,10 @@ class Agent:
         found = self._slurm_pool(pool)
         found.adapt(minimum=math.ceil(minimum / found.processes), maximum=maximum if math.isinf(maximum) else found.jobs_for(maximum))
         return {"minimum": minimum, "maximum": maximum, "pool": found.name}
+
+    def history_since(self, since: float = 0.0, limit: int = 720) -> list[dict]:
+        """The resource history after *since* (seconds since the epoch), its last *limit* samples."""
+        return self.history.since(since)[-limit:]
 
     def offers(self) -> dict[str, dict[str, float]]:
         """Pool -> what each of its workers offers (dask resources)."""
@@ -375,7 +382,9 @@ async def run(config: dict[str, Any]) -> None:
     await agent.start()
     job = f" (Slurm job {os.environ['SLURM_JOB_ID']})" if os.environ.get("SLURM_JOB_ID") else ""
     print(f"toppipe agent of site {config['site']}{job}: scheduler at {agent.scheduler.address}", file=sys.stderr, flush=True)
-    helpers = [asyncio.create_task(agent.keep_rotating())] if agent.pools else []
+    helpers = [asyncio.create_task(history.keep_sampling(agent, agent.history, agent.task_counter))]
+    if agent.pools:
+        helpers.append(asyncio.create_task(agent.keep_rotating()))
     if config.get("allocation") and os.environ.get("SLURM_JOB_ID"):
         helpers.append(asyncio.create_task(hand_over(agent, config, started, stop)))
     await stop.wait()
