@@ -248,3 +248,15 @@ def test_the_sidebar_lists_scales_shows_the_task_stream_and_trashes_without_stop
     page.locator(".dask-ClusterListingItem").wait_for(state="detached", timeout=30_000)
     assert workers_now(session) == 3 and session.client.submit(sum, [1, 2]).result() == 3  # the site runs on
     session.cluster.scale(2)
+
+
+def test_the_history_has_each_hosts_workers_and_the_tasks_done(session):
+    session.client.gather(session.client.map(lambda i: i + 1, range(20), pure=False))
+    deadline = time.monotonic() + 60
+    while not (found := session.history()) or found[-1]["done"] < 20:  # a sample every 10 s
+        assert time.monotonic() < deadline, f"no sample counted the 20 tasks: {found[-1:]}"
+        time.sleep(1)
+    last = found[-1]
+    assert last["hosts"]["localhost"]["workers"] == len(last["workers"]) >= 2
+    assert all(w["pool"] == "hosts" and w["memory"] > 0 for w in last["workers"].values())
+    assert last["slurm"] == {"pending": 0, "running": 0}
