@@ -1,27 +1,119 @@
 """The site dashboard that ``up`` starts on the local site: served by waitress on loopback
-only, and nothing answered without its token (pages, Dash's own endpoints, callbacks)."""
+only, nothing answered without its token (pages, Dash's own endpoints, callbacks), and in a
+real browser (Debian's Chromium through Playwright) the site page and a run's page, whose
+task graph (dash-cytoscape) is coloured by state and selects a task on a click. Screenshots go
+to the test's temporary folder, or to docs/ for the README with TOPPIPE_UPDATE_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import textwrap
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_deploy
+from tests.conftest import REPO, run_deploy
+from toppipe.pipeline.render import PALETTE
 
 pytestmark = pytest.mark.integration
 
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+PIPELINE = """
+    from toppipe.pipeline import task
+
+    @task
+    def stations():
+        return ["ams", "ber", "cph"]
+
+    @task
+    def readings(stations):
+        return {s: [10.0, 12.5, 11.0] for s in stations}
+
+    @task
+    def cleaned(readings):
+        return readings
+
+    @task
+    def daily(cleaned):
+        return {s: sum(v) / len(v) for s, v in cleaned.items()}
+
+    @task
+    def monthly(cleaned):
+        return {s: max(v) for s, v in cleaned.items()}
+
+    @task
+    def quality(cleaned):
+        raise ValueError("station cph: 3 readings out of range")
+
+    @task
+    def anomalies(daily, monthly):
+        return {s: monthly[s] - daily[s] for s in daily}
+
+    @task(after="anomalies")
+    def report(daily):
+        return len(daily)
+"""
+
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def state(tmp_path_factory):
     state = tmp_path_factory.mktemp("dashstate")
     up = run_deploy("up", "inventories/local", state_dir=state)
     assert up.code == 0, up.stdout + up.stderr
-    record = json.loads((state / "local" / "connection.json").read_text())
-    yield record["app"], open(record["app_token_file"]).read().strip()
+    yield state
     run_deploy("down", "inventories/local", "--purge", state_dir=state)
+
+
+@pytest.fixture(scope="module")
+def app(state):
+    record = json.loads((state / "local" / "connection.json").read_text())
+    return record["app"], open(record["app_token_file"]).read().strip()
+
+
+@pytest.fixture(scope="module")
+def failed_run(state, tmp_path_factory):
+    """A run of eight tasks on the site's workers: seven done, ``quality`` failed."""
+    os.environ["TOPPIPE_STATE_DIR"] = str(state)
+    import toppipe
+
+    path = tmp_path_factory.mktemp("dashrun") / "pipelines" / "weather.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent(PIPELINE))
+    try:
+        with toppipe.connect("local") as session:
+            session.wait_for_workers(1)
+            run = session.load(path).run(on="hosts", force=True)
+            with pytest.raises(Exception, match="station cph"):
+                run.wait(timeout=120)
+            yield run
+    finally:
+        del os.environ["TOPPIPE_STATE_DIR"]
+
+
+@pytest.fixture
+def page(app):
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium (scripts/setup --test installs it as root)")
+    from playwright.sync_api import sync_playwright
+
+    url, token = app
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}?token={token}")
+        yield page
+        browser.close()
+
+
+def screenshot_path(name: str, tmp_path: Path) -> str:
+    folder = REPO / "docs" if os.environ.get("TOPPIPE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    return str(folder / name)
 
 
 def answer(url: str, token: str | None = None, data: bytes | None = None) -> tuple[int, str | None]:
@@ -61,3 +153,39 @@ def test_the_token_opens_it(app):
     url, token = app
     assert get(url + "_dash-layout", token) == 200
     assert get(url + "_dash-layout", "not-the-token") == 401
+
+
+def test_the_site_page_shows_the_services_in_cards(page, tmp_path):
+    page.wait_for_function("(document.querySelector('#services-table') || {innerText: ''}).innerText.includes('scheduler')",
+                           timeout=30_000)  # fmt: skip
+    assert page.locator(".navbar #nav-site.active").count() == 1
+    assert page.locator(".card .card-header", has_text="Services").count() == 1
+    assert page.evaluate("getComputedStyle(document.querySelector('.card')).borderRadius") == "8px"  # the local stylesheet
+    page.screenshot(path=screenshot_path("dashboard-site.png", tmp_path), full_page=True)
+
+
+def rgb(colour: str) -> str:
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red},{green},{blue})"
+
+
+def test_the_run_page_draws_the_graph_by_state_and_a_click_selects_a_task(page, app, failed_run, tmp_path):
+    url, _ = app
+    page.goto(f"{url}runs/{failed_run.id}")
+    cy = "document.querySelector('#run-graph')._cyreg.cy"
+    page.wait_for_function(f"document.querySelector('#run-graph')._cyreg && {cy}.nodes().length === 8"
+                           f" && {cy}.$id('quality').data('state') === 'failed' && {cy}.$id('report').data('state') === 'done'",
+                           timeout=60_000)  # fmt: skip
+    assert page.evaluate(f"{cy}.edges().length") == 9
+    assert page.evaluate(f"{cy}.$id('quality').style('background-color')").replace(" ", "") == rgb(PALETTE["failed"][0])
+    assert page.evaluate(f"{cy}.$id('report').style('background-color')").replace(" ", "") == rgb(PALETTE["done"][0])
+    page.evaluate("document.querySelector('#run-graph').scrollIntoView()")
+    x, y = page.evaluate(f"(() => {{ const p = {cy}.$id('quality').renderedPosition(), "
+                         "r = document.querySelector('#run-graph').getBoundingClientRect(); return [r.x + p.x, r.y + p.y]; })()")  # fmt: skip
+    page.mouse.click(x, y)
+    page.wait_for_function("(document.querySelector('#run-graph-selected-task') || {innerText: ''}).innerText === 'quality'",
+                           timeout=10_000)  # fmt: skip
+    assert "station cph: 3 readings out of range" in page.inner_text("#run-graph-selected")
+    assert page.get_attribute("#run-graph-selected a[href='#failure-quality']", "href") == "#failure-quality"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=screenshot_path("dashboard-run.png", tmp_path), full_page=True)

@@ -16,6 +16,7 @@ from tests.unit.dashboard_fakes import FakeSource, make_runs, pipeline
 from toppipe.dashboard.app import make_app
 from toppipe.dashboard.auth import COOKIE, RedactToken, session_value
 from toppipe.dashboard.poller import Poller, next_delay
+from toppipe.dashboard.views import graph as graph_view
 from toppipe.dashboard.views.timeline import lanes
 from toppipe.errors import ToppipeError
 from toppipe.pipeline.render import PALETTE
@@ -101,6 +102,20 @@ def test_bearer_token_works_for_pages_and_callbacks(app):
 def test_the_index_page_loads_nothing_from_the_network(app):
     page = app.server.test_client().get("/", headers={"Authorization": f"Bearer {TOKEN}"}).data.decode()
     assert "/_dash-component-suites/" in page and "https://" not in page and "http://" not in page.replace("http://www.w3.org", "")
+
+
+def test_the_stylesheet_and_the_graph_layout_are_served_from_here(app):
+    import re
+
+    client, bearer = app.server.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    page = client.get("/", headers=bearer).data.decode()
+    local = re.findall(r'(?:src|href)="(/[^"]+)"', page)
+    wanted = ("/assets/toppipe.css", "/dash_cytoscape/dash_cytoscape_extra.", "/dash_bootstrap_components/_components/")
+    for part in wanted:
+        found = [url for url in local if part in url]
+        assert found, f"{part} is not in the page"
+        assert client.get(found[0], headers=bearer).status_code == 200, found[0]
+    assert "cdn." not in page and "unpkg" not in page
 
 
 def test_request_logs_never_show_the_token():
@@ -216,25 +231,80 @@ def test_runs_page_filters_and_clamps(source):
 
 def test_run_page_shows_state_progress_graph_failures_and_tasks(source):
     board = make_app(source, TOKEN).toppipe
-    content, stop_refreshing, period, cancel_disabled = board.run("r00003")
+    content, graph, stop_refreshing, period, cancel_disabled = board.run("r00003")
     found = ids(content)
-    assert {"run-state", "run-progress", "run-graph", "run-timeline", "run-failures", "run-tasks", "run-provenance",
+    assert {"run-state", "run-progress", "run-timeline", "run-failures", "run-tasks", "run-provenance",
             "task-chunks", "task-clean", "task-aggregate", "task-report", "failure-clean", "traceback-clean"} <= found  # fmt: skip
     assert not stop_refreshing and not cancel_disabled and period == 2000  # r00003 is running
     text = str(content)
     assert "ValueError: bad row 17" in text and "cached-mark" in text and "abc123" in text
     assert "1/4" not in text and "2/4 tasks settled" in text
-    assert board.run("r00002")[1] is True  # done: refreshing stops
+    assert board.run("r00002")[2] is True  # done: refreshing stops
     assert "run-missing" in ids(board.run("nope")[0])
 
 
-def test_run_graph_is_drawn_here_when_the_source_gives_the_pipeline(source):
+def test_the_graph_stays_on_the_run_page_and_each_refresh_fills_it(source):
     board = make_app(source, TOKEN).toppipe
-    assert base64.b64decode(graph_src(board.run("r00003")[0]).split(",", 1)[1]).decode() == source.svg
+    page = board.route("/runs/r00003")
+    assert {"run-graph", "run-graph-note", "run-graph-selected", "run-graph-section"} <= ids(page)
+    above, below, elements, note, selected, style, *_ = board.run_page("r00003")
+    assert "run-graph" not in ids(above) | ids(below)  # the graph is not drawn again: its zoom and selection stay
+    assert elements == [] and style == {"display": "none"}  # this source gives no pipeline: its SVG instead
+    assert base64.b64decode(note.src.split(",", 1)[1]).decode() == source.svg and note.id == "run-graph-svg"
+    assert board.run_page(None)[2:6] == (no_update,) * 4
+
+
+def test_the_graph_is_drawn_by_cytoscape_coloured_by_state(source):
     source.pipeline = pipeline()
-    drawn = base64.b64decode(graph_src(board.run("r00003")[0]).split(",", 1)[1]).decode()
-    failed_fill, failed_stroke = PALETTE["failed"]
-    assert 'data-task="clean"' in drawn and f"fill='{failed_fill}' stroke='{failed_stroke}'" in drawn
+    board = make_app(source, TOKEN).toppipe
+    _, _, elements, note, selected, style, *_ = board.run_page("r00003")
+    nodes = {e["data"]["id"]: e["data"] for e in elements if "source" not in e["data"]}
+    edges = {(e["data"]["source"], e["data"]["target"]): e["data"]["kind"] for e in elements if "source" in e["data"]}
+    assert {n: d["state"] for n, d in nodes.items()} == {"chunks": "cached", "clean": "failed", "aggregate": "running", "report": "pending"}
+    assert edges == {("chunks", "clean"): "input", ("clean", "aggregate"): "input", ("clean", "report"): "input",
+                     ("aggregate", "report"): "after"}  # fmt: skip
+    assert nodes["clean"]["host"] == "node2" and nodes["clean"]["error"] == "ValueError: bad row 17"
+    assert note is None and selected == "click a task to select it" and style["height"].endswith("px")
+    rules = {rule["selector"]: rule["style"] for rule in graph_view.STYLESHEET}
+    fill, stroke = PALETTE["failed"]
+    assert rules["node[state = 'failed']"] == {"background-color": fill, "border-color": stroke}
+    assert rules["edge[kind = 'after']"] == {"line-style": "dashed"}
+
+
+def test_a_click_on_a_node_selects_its_task_and_refreshes_keep_it(source):
+    source.pipeline = pipeline()
+    board = make_app(source, TOKEN).toppipe
+    _, _, elements, *_ = board.run_page("r00003")
+    clicked = next(e["data"] for e in elements if e["data"].get("id") == "clean")
+    line = board.select_task(clicked)
+    text, links = str(line), {c.href for c in walk(line) if getattr(c, "href", None)}
+    assert "clean" in text and "on node2" in text and "ValueError: bad row 17" in text
+    assert links == {"#task-clean", "#failure-clean"}
+    assert board.select_task(None) is no_update and board.select_task({}) is no_update  # the graph drawn again, no click
+    source.task_rows["r00003"][1] = {**source.task_rows["r00003"][1], "state": "running", "error": None}
+    selected = board.run_page("r00003", clicked)[4]  # the next refresh: the same task, its new state
+    assert "run-graph-selected-task" in ids(selected) and "state-running" in str(selected) and "#failure-clean" not in str(selected)
+
+
+def test_a_map_in_the_graph_links_to_its_elements():
+    found = graph_view.elements({"numbers": {"inputs": []}, "clean": {"inputs": ["numbers"]}}, {}, {"clean": "/runs/r?task=clean&state="})
+    clean = next(e["data"] for e in found if e["data"].get("id") == "clean")
+    assert clean["state"] == "pending" and {c.href for c in walk(graph_view.selected(clean)) if getattr(c, "href", None)} == {
+        "#task-clean", "/runs/r?task=clean&state="}
+
+
+def test_the_canvas_is_as_tall_as_the_tallest_layer_within_bounds():
+    wide = {"top": {}} | {f"t{i}": {"inputs": ["top"]} for i in range(10)}
+    assert graph_view.height({"a": {}, "b": {"inputs": ["a"]}}) == 160  # a chain: one task per layer
+    assert 160 < graph_view.height(wide) < graph_view.height(wide | {f"u{i}": {"after": ["top"]} for i in range(3)}) <= 760
+    assert graph_view.height({f"t{i}": {} for i in range(300)}) == 760
+
+
+def test_a_graph_of_too_many_tasks_is_not_drawn(source):
+    source.pipeline = pipeline()
+    source.task_rows["r00003"] = [{"name": f"t{i}", "state": "done"} for i in range(301)]
+    _, _, elements, note, _, style, *_ = make_app(source, TOKEN).toppipe.run_page("r00003")
+    assert elements == [] and style == {"display": "none"} and note.children == "graph not drawn: 301 tasks (more than 300)"
 
 
 def test_timeline_puts_overlapping_tasks_of_a_host_in_lanes():
@@ -246,15 +316,12 @@ def test_timeline_puts_overlapping_tasks_of_a_host_in_lanes():
     assert running[0][2:] == (5, 9)
 
 
-def graph_src(content) -> str:
-    return next(node for node in walk(content) if getattr(node, "id", None) == "run-graph").src
-
-
 def test_a_failing_read_is_one_line(source):
     board = make_app(source, TOKEN).toppipe
     source.run = lambda run_id: (_ for _ in ()).throw(OSError("database is locked\nmore"))
-    content, stop_refreshing, _, _ = board.run("r00003")
+    content, graph, stop_refreshing, _, _ = board.run("r00003")
     assert content.children == "cannot read run r00003: OSError: database is locked" and not stop_refreshing
+    assert graph is no_update
 
 
 # -- actions -----------------------------------------------------------------

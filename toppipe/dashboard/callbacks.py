@@ -58,12 +58,21 @@ def register(app: Dash, board: Dashboard) -> None:
         return board.runs(index, pipeline, state, triggered=ctx.triggered_id)
 
     @app.callback(
-        Output("run-content", "children"), Output("run-details", "children"), Output("run-interval", "disabled"),
-        Output("run-interval", "interval"), Output("run-cancel", "disabled"), Input("run-interval", "n_intervals"),
-        State("run-id", "data"),
+        Output("run-content", "children"), Output("run-details", "children"),
+        Output("run-graph", "elements"), Output("run-graph-note", "children"), Output("run-graph-selected", "children"),
+        Output("run-graph", "style"), Output("run-interval", "disabled"), Output("run-interval", "interval"),
+        Output("run-cancel", "disabled"), Input("run-interval", "n_intervals"), State("run-id", "data"),
+        State("run-graph", "tapNodeData"),
     )  # fmt: skip
-    def refresh_run(_n, run_id):
-        return board.run_page(run_id)
+    def refresh_run(_n, run_id, clicked):
+        return board.run_page(run_id, clicked)
+
+    @app.callback(
+        Output("run-graph-selected", "children", allow_duplicate=True), Input("run-graph", "tapNodeData"),
+        prevent_initial_call=True,
+    )  # fmt: skip
+    def select_task(node):
+        return board.select_task(node)
 
     @app.callback(
         Output("run-elements-page", "data"), Input("run-elements-prev", "n_clicks"), Input("run-elements-next", "n_clicks"),

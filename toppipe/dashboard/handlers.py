@@ -23,6 +23,7 @@ from toppipe.dashboard.actions import Actions, DashboardError, checked
 from toppipe.dashboard.formats import one_line
 from toppipe.dashboard.poller import Poller
 from toppipe.dashboard.source import SiteSource
+from toppipe.dashboard.views import graph as graph_view
 from toppipe.dashboard.views import run as run_view
 from toppipe.dashboard.views import runs as runs_view
 from toppipe.dashboard.views import site as site_view
@@ -111,15 +112,17 @@ class Dashboard:
             return read_error("the runs", error), "", index, True, True
         return content, info, index, index == 0, (index + 1) * runs_view.PAGE_SIZE >= total
 
-    def run(self, run_id: str | None) -> tuple[Any, bool, int, bool]:
-        """``(content, stop refreshing, refresh period in ms, cancel disabled)``."""
+    def run(self, run_id: str | None, selected_task: str | None = None) -> tuple[Any, Any, bool, int, bool]:
+        """``(content, graph, stop refreshing, refresh period in ms, cancel disabled)``; the graph is a
+        :class:`~toppipe.dashboard.views.graph.Drawn` (or no_update), *selected_task* the task
+        clicked in it."""
         if not run_id:
-            return no_update, True, run_view.refresh_ms(0), True
+            return no_update, no_update, True, run_view.refresh_ms(0), True
         try:
-            content, settled, period = run_view.content(self.source, run_id, self.clock())
+            content, graph, settled, period = run_view.content(self.source, run_id, self.clock(), selected_task)
         except Exception as error:  # noqa: BLE001 - shown as one line; the next refresh tries again
-            return read_error(f"run {run_id}", error), False, run_view.refresh_ms(0), False
-        return content, settled, period, settled
+            return read_error(f"run {run_id}", error), no_update, False, run_view.refresh_ms(0), False
+        return content, graph, settled, period, settled
 
     def elements(self, run_id: str | None, task: str | None, state: str | None, index: int | None) -> tuple:
         """``(task options, table, info, previous disabled, next disabled)``: a page of a map's elements."""
@@ -142,10 +145,17 @@ class Dashboard:
         asked = run_view.drilled(search)
         return asked if asked is not None else (no_update, no_update)
 
-    def run_page(self, run_id: str | None) -> tuple[Any, Any, bool, int, bool]:
-        """:meth:`run` with its content split around the drill-down: ``(above, below, ...)``."""
-        content, *rest = self.run(run_id)
-        return (*run_view.split(content), *rest)
+    def run_page(self, run_id: str | None, clicked: dict | None = None) -> tuple:
+        """:meth:`run` as the page's refresh sets it: ``(above the drill-down, below it, the graph's
+        elements, note, selected line and style, stop refreshing, period, cancel disabled)``;
+        *clicked* is the data of the graph's node clicked last."""
+        content, graph, *rest = self.run(run_id, (clicked or {}).get("id"))
+        return (*run_view.split(content), *(graph if graph is not no_update else [no_update] * 4), *rest)
+
+    @staticmethod
+    def select_task(node: dict | None) -> Any:
+        """The line under the graph for a click on a node (nothing when there is no node)."""
+        return graph_view.selected(node) if node and node.get("id") else no_update
 
     def ask_cancel(self, run_id: str | None, clicks: int | None) -> tuple[str, bool]:
         if not run_id or not clicks:

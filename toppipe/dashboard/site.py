@@ -145,16 +145,21 @@ class RealSite(SiteSource):
     def failures(self, run_id: str, limit: int) -> list[dict]:
         return self._read("tasks", run_id, state="failed", limit=limit)
 
-    def graph_svg(self, run_id: str) -> str | None:
+    def graph(self, run_id: str):
+        """The run's pipeline, without code, from the graph its provenance keeps."""
         from toppipe.pipeline import Pipeline
-        from toppipe.pipeline.render import svg
 
         found = self.run(run_id)
         graph = (found or {}).get("provenance", {}).get("graph")
-        if not graph:
+        return Pipeline.skeleton(found["pipeline"], graph) if graph else None
+
+    def graph_svg(self, run_id: str) -> str | None:
+        from toppipe.pipeline.render import PALETTE, svg
+
+        pipeline = self.graph(run_id)
+        if pipeline is None:
             return None
-        states = {t["name"]: t["state"] for t in self.plain_tasks(run_id) if t["state"] in ("pending", "running", "done", "failed", "cached")}
-        return svg(Pipeline.skeleton(found["pipeline"], graph), states)
+        return svg(pipeline, {t["name"]: t["state"] for t in self.plain_tasks(run_id) if t["state"] in PALETTE and t["name"] in pipeline})
 
     # -- actions --------------------------------------------------------------
 

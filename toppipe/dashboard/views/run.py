@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from dash import dcc, html, no_update
 
 from toppipe.dashboard.formats import duration, when
 from toppipe.dashboard.source import SiteSource
+from toppipe.dashboard.views import graph as graph_view
 from toppipe.dashboard.views.runs import step as runs_step
 from toppipe.dashboard.views.timeline import figure
 from toppipe.dashboard.widgets import confirm, section, state_badge, table
 from toppipe.pipeline.progress import ORDER, counts
-from toppipe.pipeline.render import PALETTE, svg
+from toppipe.pipeline.render import PALETTE
 from toppipe.pipeline.summary import STATES, TaskSummary
+
+if TYPE_CHECKING:
+    from toppipe.pipeline.graph import Pipeline
 
 RUN_SETTLED = {"done", "failed", "cancelled", "interrupted"}
 REFRESH_SECONDS = 2
@@ -42,6 +46,7 @@ def layout(run_id: str) -> html.Div:
         confirm("run-cancel-confirm"),
         html.Div(id="run-content", children="loading..."),
         elements_section(),
+        section("Graph", graph_view.canvas(), section_id="run-graph-section"),
         html.Div(id="run-details"),
     ])  # fmt: skip
 
@@ -77,12 +82,15 @@ def refresh_ms(n_tasks: int) -> int:
     return 1000 * (REFRESH_SECONDS if n_tasks <= TABLE_MAX_ROWS else SLOW_REFRESH_SECONDS)
 
 
-def content(source: SiteSource, run_id: str, now: float) -> tuple[list[Any], bool, int]:
-    """The page's sections, whether the run settled (then refreshing stops), and the refresh period in ms."""
+def content(source: SiteSource, run_id: str, now: float,
+            selected_task: str | None = None) -> tuple[list[Any], graph_view.Drawn, bool, int]:  # fmt: skip
+    """The page's sections, its graph (*selected_task* is the task clicked in it), whether the run
+    settled (then refreshing stops), and the refresh period in ms."""
     run = source.run(run_id)
     if run is None:
         # keep looking: a run started a moment ago reaches the records in the agent's next batch
-        return [html.P(f"no run {run_id} (yet)", id="run-missing")], False, refresh_ms(0)
+        missing = graph_view.not_drawn(None, graph_view.WAITING)
+        return [html.P(f"no run {run_id} (yet)", id="run-missing")], missing, False, refresh_ms(0)
     tasks = source.plain_tasks(run_id)
     grouped = {row.task: row for row in source.summary(run_id)}
     states = {t["name"]: t["state"] for t in tasks}
@@ -92,14 +100,13 @@ def content(source: SiteSource, run_id: str, now: float) -> tuple[list[Any], boo
         header(run, now),
         progress_bar(states),
         section("Tasks", tasks_table(run_id, tasks, grouped)),
-        section("Graph", graph(source, run_id, states), section_id="run-graph-section"),
         section("Timeline", dcc.Graph(id="run-timeline", figure=figure(tasks, now), config={"displaylogo": False}),
                 section_id="run-timeline-section"),
         section(f"Failures ({n_failed})", *[failure(t) for t in failed],
                 html.P(f"{n_failed - len(failed)} more failures: see the elements below", id="run-failures-more")
                 if n_failed > len(failed) else None, section_id="run-failures"),
         section("Provenance", provenance(run.get("provenance") or {})),
-    ], settled(run), refresh_ms(len(tasks))  # fmt: skip
+    ], graph(source, run_id, tasks, grouped, selected_task), settled(run), refresh_ms(len(tasks))  # fmt: skip
 
 
 def header(run: dict, now: float) -> html.Div:
@@ -126,20 +133,30 @@ def progress_bar(states: dict[str, str]) -> html.Div:
     ])  # fmt: skip
 
 
-def graph(source: SiteSource, run_id: str, states: dict[str, str]) -> html.Img | html.P:
-    """The task graph coloured by state: drawn here when the source gives the pipeline, else its SVG."""
-    if len(states) > GRAPH_MAX_TASKS:
-        return html.P(f"graph not drawn: {len(states)} tasks (more than {GRAPH_MAX_TASKS})", id="run-graph")
+def shape(pipeline: Pipeline) -> dict[str, dict[str, list[str]]]:
+    """Task -> ``{"inputs", "after"}``, as a run's provenance keeps its graph."""
+    return {t.name: {"inputs": list(t.inputs), "after": [u for u in t.upstream if u not in t.inputs]}
+            for t in pipeline.tasks.values()}  # fmt: skip
+
+
+def graph(source: SiteSource, run_id: str, tasks: list[dict], grouped: dict[str, TaskSummary],
+          selected_task: str | None = None) -> graph_view.Drawn:  # fmt: skip
+    """The task graph coloured by state when the source gives the pipeline, else the source's SVG,
+    else a line saying why there is none."""
+    if len(tasks) > GRAPH_MAX_TASKS:
+        return graph_view.not_drawn(html.P(f"graph not drawn: {len(tasks)} tasks (more than {GRAPH_MAX_TASKS})",
+                                           id="run-graph-none"))  # fmt: skip
     pipeline = source.graph(run_id)
     if pipeline is not None:
-        image = svg(pipeline, {name: s for name, s in states.items() if name in pipeline and s in PALETTE})
-    else:
-        image = source.graph_svg(run_id)
+        drills = {name: drill_href(run_id, name, "") for name, row in grouped.items() if row.elements is not None}
+        drawn = shape(pipeline)
+        return graph_view.drawn(drawn, graph_view.elements(drawn, {t["name"]: t for t in tasks}, drills), selected_task)
+    image = source.graph_svg(run_id)
     if not image:
-        return html.P("no graph for this run", id="run-graph")
+        return graph_view.not_drawn(html.P("no graph for this run", id="run-graph-none"))
     data = base64.b64encode(image.encode()).decode()
-    return html.Img(id="run-graph", src=f"data:image/svg+xml;base64,{data}", alt=f"task graph of run {run_id}",
-                    style={"maxWidth": "100%"})  # fmt: skip
+    return graph_view.not_drawn(html.Img(id="run-graph-svg", src=f"data:image/svg+xml;base64,{data}",
+                                         alt=f"task graph of run {run_id}", style={"maxWidth": "100%"}))  # fmt: skip
 
 
 STYLE_PRE = {"background": "#f8fafc", "padding": "0.5em", "overflowX": "auto", "margin": "0.2em 0"}
@@ -216,7 +233,10 @@ def provenance(record: dict) -> html.Dl:
     items: list[Any] = []
     for key in sorted(record):
         value = record[key]
-        shown = html.Pre(json.dumps(value, indent=2, sort_keys=True)) if isinstance(value, (dict, list)) else str(value)
+        shown = str(value)
+        if isinstance(value, (dict, list)):  # folded: a run's graph alone can be hundreds of lines
+            shown = html.Details([html.Summary(f"{len(value)} {'entries' if isinstance(value, dict) else 'items'}"),
+                                  html.Pre(json.dumps(value, indent=2, sort_keys=True))])  # fmt: skip
         items += [html.Dt(key, style={"fontWeight": "bold"}), html.Dd(shown, id=f"provenance-{key}")]
     return html.Dl(items or [html.Dt("no provenance recorded")], id="run-provenance")
 
