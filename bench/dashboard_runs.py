@@ -6,11 +6,12 @@ run of 100 tasks (its refresh: sections and graph, with the JSON Dash sends),
 side by side with the bare queries it needs, and its graph alone as dash-cytoscape
 elements beside the SVG of the same pipeline (what the page drew before).
 
-    .venv/bin/python bench/dashboard_runs.py [--runs 10000] [--tasks 100] [--url postgresql://...]
+    .venv/bin/python bench/dashboard_runs.py [--runs 10000] [--tasks 100] [--workers 100] [--browser] [--url postgresql://...]
 
 Without --url the store is a fresh SQLite file (the local site's kind); give a
 site's records URL to measure its PostgreSQL. Targets: the runs page under 1 s
-(issue 6), the run page of 100 tasks under 1 s (issue 18).
+(issue 6), the run page of 100 tasks and the site page of 100 workers under 1 s
+each (issue 18); --browser also opens the run page in Chromium.
 """
 
 from __future__ import annotations
@@ -103,6 +104,76 @@ def run_page_rows(source, board, n: int) -> list[tuple[str, float]]:
     ]
 
 
+def site_page_rows(n: int) -> list[tuple[str, float]]:
+    """``(label, seconds)``: the site page of *n* workers (10 hosts, half of them in Slurm jobs)
+    built from the poller's cached view, against the JSON of that view alone (the baseline)."""
+    import plotly.io.json
+
+    from toppipe.dashboard.views import site as site_view
+
+    hosts = [f"node{h}" for h in range(10)]
+    workers = [{"name": f"w{i}", "host": hosts[i % 10], "slurm_job": str(1000 + i // 2) if i % 2 else None,
+                "memory": 4 << 30, "cpu": 37.0, "threads": 2} for i in range(n)]  # fmt: skip
+    view = {
+        "hosts": [{"name": h, "address": f"10.0.0.{i}", "reachable": True} for i, h in enumerate(hosts)],
+        "services": [{"host": h, "name": name, "healthy": True, "detail": "answering", "uptime_s": 3600.0, "where": "pid 1"}
+                     for h in hosts for name in ("workers", "lsyncd")],
+        "workers": workers,
+        "slurm_queue": [{"job_id": str(1000 + j), "state": "RUNNING", "node": hosts[j % 10], "elapsed": "0:10:00", "pool": "slurm"}
+                        for j in range(n // 2)],
+        "pools": [{"name": "hosts", "kind": "hosts", "workers": n // 2, "limits": {"per_host": {h: 5 for h in hosts}}},
+                  {"name": "slurm", "kind": "slurm", "workers": n // 2, "pending_jobs": 0, "adaptive": [0, 100],
+                   "limits": {"partition": "batch", "max_jobs": 100, "walltime": "01:00:00"}}],
+        "links": {"dask": "http://127.0.0.1:8787/status", "jupyter": "http://127.0.0.1:8888/lab"},
+    }  # fmt: skip
+    return [
+        (f"JSON of the cached view ({n} workers)", timed(lambda: plotly.io.json.to_json_plotly(view), sent=False)),
+        (f"site page of {n} workers (JSON)", timed(lambda: site_view.content(view))),
+    ]
+
+
+def browser_rows(app, n: int) -> list[tuple[str, float]]:
+    """``(label, seconds)``: the run page opened in Chromium (its scripts cached, as on a second
+    visit) until its tasks table and its graph of *n* nodes are drawn."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from toppipe.dashboard.server import make_server
+
+    server = make_server(app.server, "127.0.0.1", 0)
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{server.effective_port}"
+    drawn = (f"document.querySelector('#run-tasks') && document.querySelector('#run-graph')._cyreg"
+             f" && document.querySelector('#run-graph')._cyreg.cy.nodes().length === {n}")  # fmt: skip
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{url}/?token=bench-token")
+            seconds = []
+            for _ in range(2):
+                started = time.perf_counter()
+                page.goto(f"{url}/runs/{GRAPH_RUN}")
+                page.wait_for_function(drawn, timeout=60_000)
+                seconds.append(time.perf_counter() - started)
+            browser.close()
+    finally:
+        server.trigger.pull_trigger(server.close)
+    return [(f"run page of {n} tasks in Chromium", seconds[-1])]
+
+
+def show(title: str, rows: list[tuple[str, float]], targets: tuple[str, ...]) -> None:
+    """*rows* with their ratio to the first (the baseline); those whose label starts with one of
+    *targets* get a verdict against 1 s."""
+    (label, bare), *measured = rows
+    print(f"\n{title:<44}{'seconds':>9}{'ratio':>8}  verdict")
+    print(f"{label:<44}{bare:>9.4f}{1:>8.2f}")
+    for label, seconds in measured:
+        verdict = f"  {'ok' if seconds < 1 else 'SLOW'} (target < 1 s)" if label.startswith(targets) else ""
+        print(f"{label:<44}{seconds:>9.4f}{seconds / bare:>8.1f}{verdict}")
+
+
 class RecordsOnly:
     """A SiteSource reading only the record store (what the runs page uses)."""
 
@@ -121,6 +192,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--tasks", type=int, default=100, help="tasks of the run whose page is measured")
+    parser.add_argument("--workers", type=int, default=100, help="workers on the site page measured")
+    parser.add_argument("--browser", action="store_true", help="also time the run page in Chromium (Playwright)")
     parser.add_argument("--url")
     args = parser.parse_args()
     url = args.url or f"sqlite:///{tempfile.mkdtemp()}/records.sqlite"
@@ -150,13 +223,11 @@ def main() -> int:
     print(f"{'bare query (page + count)':<34}{bare:>9.4f}{1:>8.2f}")
     for label, seconds in rows:
         print(f"{'runs page: ' + label:<34}{seconds:>9.4f}{seconds / bare:>8.1f}  {'ok' if seconds < 1 else 'SLOW'} (target < 1 s)")
-    print()
-    (label, bare), *page = run_page_rows(source, handlers, args.tasks)
-    print(f"{'measure (a run of ' + str(args.tasks) + ' tasks)':<40}{'seconds':>9}{'ratio':>8}  verdict")
-    print(f"{label:<40}{bare:>9.4f}{1:>8.2f}")
-    for label, seconds in page:
-        verdict = f"  {'ok' if seconds < 1 else 'SLOW'} (target < 1 s)" if label.startswith("run page") else ""
-        print(f"{label:<40}{seconds:>9.4f}{seconds / bare:>8.1f}{verdict}")
+    page = run_page_rows(source, handlers, args.tasks)
+    if args.browser:
+        page += browser_rows(app, args.tasks)
+    show(f"measure (a run of {args.tasks} tasks)", page, ("run page",))
+    show(f"measure (a site of {args.workers} workers)", site_page_rows(args.workers), ("site page",))
     handlers.poller.stop()
     return 0
 
