@@ -71,7 +71,7 @@ def test_one_pipeline_runs_each_task_on_its_pool_and_the_slurm_pools_go_back_to_
     session.adapt(0, 1, pool="bigmem")
     source = tmp_path / "three_pools.py"
     source.write_text(textwrap.dedent(PIPELINE))
-    run = session.load(source).run(on="hosts")
+    run = session.load(source).run(on="hosts", force=True)  # computed, not from an earlier run's cache
     run.wait(timeout=300)
     assert run.result("big") == 3
     records = {r["name"]: r for r in run.records()}

@@ -65,7 +65,7 @@ def test_a_standard_dask_notebook_runs_on_slurm_and_host_workers(session, state_
     assert set(ran) & host_names and set(ran) & slurm_names, (ran, host_names, slurm_names)
 
     # the notebook closed its cluster object and its kernel is gone: the site runs on
-    assert pool(session) == {"slurm": True, "target": pool(session)["target"], "adaptive": {"minimum": 0, "maximum": 4}}
+    assert pool(session) == {"slurm": True, "target": pool(session)["target"], "adaptive": {"minimum": 0, "maximum": 4}, "pool": "slurm"}
     assert {w.address for w in session.workers() if w.slurm_job is None} == host_workers
     assert session.client.submit(sum, [1, 2]).result() == 3
 
@@ -73,7 +73,7 @@ def test_a_standard_dask_notebook_runs_on_slurm_and_host_workers(session, state_
 def test_scale_and_adapt_from_the_cluster_object_reach_the_slurm_pool(session):
     cluster = session.cluster
     cluster.scale(2)
-    assert pool(session) == {"slurm": True, "target": 2, "adaptive": None}
+    assert pool(session) == {"slurm": True, "target": 2, "adaptive": None, "pool": "slurm"}
     cluster.wait_for_workers(4, timeout=180)  # 2 Slurm + 2 host workers
     assert "Pool: Slurm" in cluster._scaling_status()
     logs = cluster.get_logs()

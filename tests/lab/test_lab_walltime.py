@@ -108,7 +108,7 @@ def total(slow_cube):
 def test_a_map_across_the_walltime_loses_no_finished_element_and_computes_none_twice(lab, session, tmp_path):
     """Issue 16: Slurm workers that reach their walltime in the middle of a map: every element is
     computed exactly once (a mark per computation, on the shared folder), the result is right."""
-    size = 70
+    size = 100  # longer than the walltime, however many spares work while they replace the first jobs
     folder = f"{lab.data['shared_path']}/{SITE}/marks-{secrets.token_hex(4)}"
     lab.ssh("login", f"mkdir -p {folder}")
     path = tmp_path / "pipelines" / "across_walltime.py"
