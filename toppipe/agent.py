@@ -192,9 +192,11 @@ class Agent:
         found.adapt(minimum=math.ceil(minimum / found.processes), maximum=maximum if math.isinf(maximum) else found.jobs_for(maximum))
         return {"minimum": minimum, "maximum": maximum, "pool": found.name}
 
-    def history_since(self, since: float = 0.0, limit: int = 720) -> list[dict]:
-        """The resource history after *since* (seconds since the epoch), its last *limit* samples."""
-        return self.history.since(since)[-limit:]
+    def history_since(self, since: float = 0.0, limit: int = 720, workers: bool = True) -> list[dict]:
+        """The resource history after *since* (seconds since the epoch), its last *limit* samples
+        (without each worker's line when not *workers*: what the dashboard plots)."""
+        found = self.history.since(since)[-limit:]
+        return found if workers else [{k: v for k, v in s.items() if k != "workers"} for s in found]
 
     def offers(self) -> dict[str, dict[str, float]]:
         """Pool -> what each of its workers offers (dask resources)."""

@@ -275,17 +275,17 @@ class Session:
             found.append(WorkerInfo(w["name"], host, w["address"], w.get("slurm_job"), since, w["threads"], w["memory_limit"], w.get("pool")))
         return sorted(found, key=lambda w: (w.pool or "", w.host, w.name))
 
-    def history(self, since: float | None = None, limit: int = 720) -> list[dict]:
+    def history(self, since: float | None = None, limit: int = 720, workers: bool = True) -> list[dict]:
         """The site's recent resource history, sampled by the agent every 10 s for the last 6 hours:
         each sample's ``time``, ``hosts`` and ``workers`` (CPU %, memory bytes), ``throughput``
         (tasks finished per second), ``done``/``failed`` (counts since the agent started) and
         ``slurm`` (jobs pending and running). *since*: seconds since the epoch (default: the last hour)."""
         by_address = {address: name for name, address in self.record.get("hosts", {}).items()}
         after = since if since is not None else time.time() - 3600
-        found = self._call("toppipe_history", since=after, limit=limit)
+        found = self._call("toppipe_history", since=after, limit=limit, workers=workers)
         for entry in found:
             entry["hosts"] = {by_address.get(h, h): v for h, v in entry["hosts"].items()}
-            for worker in entry["workers"].values():
+            for worker in entry.get("workers", {}).values():
                 worker["host"] = by_address.get(worker["host"], worker["host"])
         return found
 

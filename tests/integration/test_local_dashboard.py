@@ -164,6 +164,15 @@ def test_the_site_page_shows_the_services_in_cards(page, tmp_path):
     page.screenshot(path=screenshot_path("dashboard-site.png", tmp_path), full_page=True)
 
 
+def test_the_history_plots_show_the_samples_of_a_short_computation(page, failed_run):
+    """The failed run computed on the site's workers: the agent's samples (every 10 s) reach the page's plots."""
+    page.wait_for_function(
+        "document.querySelectorAll('#history-plots .js-plotly-plot').length === 4 && "
+        "document.querySelector('#history-cpu .scatterlayer .trace') !== null", timeout=60_000,
+    )  # fmt: skip
+    assert page.locator("#history-cpu .gtitle").first.text_content() == "CPU per host"
+
+
 def rgb(colour: str) -> str:
     red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgb({red},{green},{blue})"

@@ -431,3 +431,16 @@ def test_one_poller_thread_per_app(app):
     import threading
 
     assert sum(t.name == "toppipe-dashboard-poller" and t is board.poller._thread for t in threading.enumerate()) == 1
+
+
+def test_the_history_plots_cpu_and_memory_per_host_throughput_and_the_queue():
+    from toppipe.dashboard.views.site import history_plots
+
+    samples = [{"time": 1000.0 + 10 * i, "hosts": {"node1": {"cpu": 50.0 * i, "memory": 2**30 * i, "workers": 1}},
+                "throughput": float(i), "slurm": {"running": i, "pending": 1}} for i in range(3)]  # fmt: skip
+    graphs = {g.id: g.figure for g in history_plots(samples).children}
+    assert list(graphs) == ["history-cpu", "history-memory", "history-throughput", "history-queue"]
+    assert graphs["history-cpu"]["data"][0]["name"] == "node1" and graphs["history-cpu"]["data"][0]["y"] == [0.0, 50.0, 100.0]
+    assert graphs["history-memory"]["data"][0]["y"] == [0.0, 1.0, 2.0]  # GiB
+    assert [line["name"] for line in graphs["history-queue"]["data"]] == ["running", "pending"]
+    assert history_plots([]).id == "history-plots"

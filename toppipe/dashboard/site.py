@@ -70,6 +70,7 @@ class RealSite(SiteSource):
             "workers": self._workers(),
             "slurm_queue": self._slurm_queue(),
             "pools": self._pools(),
+            "history": self._history(),
             "links": {"dask": record["dashboard"], "jupyter": record["jupyter"]},
         }
 
@@ -85,6 +86,12 @@ class RealSite(SiteSource):
             ]  # fmt: skip
         except (OSError, ToppipeError):
             self._session = None
+            return []
+
+    def _history(self) -> list[dict]:
+        try:
+            return self.session().history(workers=False)
+        except (OSError, ToppipeError):
             return []
 
     def _pools(self) -> list[dict]:

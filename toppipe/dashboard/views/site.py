@@ -62,6 +62,7 @@ def content(view: dict | None) -> list[Any]:
         section("Hosts", html.Ul([host_item(h) for h in view.get("hosts", [])], id="hosts-list")),
         section("Services", services_table(view.get("services", []))),
         section("Pools", pools_table(view.get("pools", []))),
+        section("The last hour", history_plots(view.get("history", [])), section_id="history-section"),
         section("Workers", *workers_sections(view.get("workers", []), view.get("slurm_queue", []))),
         section("Slurm queue", slurm_table(view.get("slurm_queue", []))),
     ]
@@ -130,6 +131,34 @@ def slurm_table(queue: list[dict]) -> html.Div | html.Table:
     rows = [(f"slurm-job-{j['job_id']}", [j["job_id"], j.get("pool") or "-", j.get("state", "-"), j.get("node") or "-",
                                           j.get("elapsed") or "-"]) for j in queue]  # fmt: skip
     return table("slurm-queue", ("job", "pool", "state", "node", "elapsed"), rows)
+
+
+def _figure(title: str, unit: str, lines: dict[str, tuple[list, list]]) -> dict:
+    """A plotly figure (as a dict: no plotly import on the page's path) of named lines."""
+    data = [{"type": "scatter", "mode": "lines", "name": name, "x": x, "y": y} for name, (x, y) in lines.items()]
+    return {"data": data, "layout": {"title": {"text": title}, "height": 220, "margin": {"l": 50, "r": 10, "t": 30, "b": 30},
+                                     "yaxis": {"title": {"text": unit}, "rangemode": "tozero"}, "showlegend": len(lines) > 1}}  # fmt: skip
+
+
+def history_plots(history: list[dict]) -> html.Div:
+    """CPU and memory per host, tasks per second and the Slurm queue, from the agent's samples."""
+    if not history:
+        return html.Div("no samples yet (the site agent takes one every 10 s)", id="history-plots")
+    times = [when(s["time"]) for s in history]
+    hosts = sorted({h for s in history for h in s["hosts"]})
+
+    def per_host(key: str, scale: float = 1.0) -> dict[str, tuple[list, list]]:
+        return {h: (times, [s["hosts"].get(h, {}).get(key, 0) / scale for s in history]) for h in hosts}
+
+    figures = [
+        ("history-cpu", _figure("CPU per host", "%", per_host("cpu"))),
+        ("history-memory", _figure("Memory per host", "GiB", per_host("memory", 2**30))),
+        ("history-throughput", _figure("Tasks finished", "per second", {"tasks": (times, [s.get("throughput", 0) for s in history])})),
+        ("history-queue", _figure("Slurm queue", "jobs", {state: (times, [s["slurm"][state] for s in history])
+                                                          for state in ("running", "pending")})),
+    ]  # fmt: skip
+    return html.Div([dcc.Graph(id=graph_id, figure=figure, config={"displayModeBar": False}, className="history-plot")
+                     for graph_id, figure in figures], id="history-plots")  # fmt: skip
 
 
 def _limits(pool: dict) -> str:
