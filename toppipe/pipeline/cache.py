@@ -81,13 +81,19 @@ def store(results: str, key: str, inputs: dict[str, str], reads: dict[str, str],
     found = result_key(key, inputs, reads)
     _write(result_path(results, found), lambda out: cloudpickle.dump(value, out))
     variant = json.dumps({"inputs": inputs, "reads": reads}, sort_keys=True).encode()
-    _write(os.path.join(_variants(results, key), f"{found}.json"), lambda out: out.write(variant))
+    folder = _variants(results, key)
+    os.makedirs(folder, exist_ok=True)  # (most keys are new: their folder too)
+    _write(os.path.join(folder, f"{found}.json"), lambda out: out.write(variant))
     return found
 
 
 def _write(path: str, fill: Callable) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    folder = os.path.dirname(path)
+    try:
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    except FileNotFoundError:  # the folder's first file (no makedirs before the others: syscalls each)
+        os.makedirs(folder, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
         with os.fdopen(handle, "wb") as out:
             fill(out)

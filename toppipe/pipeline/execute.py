@@ -22,6 +22,8 @@ import socket
 import sys
 import time
 import traceback
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,15 +60,26 @@ class TaskResult:
 
 def source_of(func) -> tuple[str, str] | None:
     """Where *func* was written and its own lines (blank lines above keep the numbers right), as
-    the client sees them: small enough to travel with every task, unlike the whole file."""
+    the client sees them: small enough to travel with every task, unlike the whole file. Read once
+    per code object (the functions a factory makes share theirs)."""
     import inspect
 
     code = getattr(func, "__code__", None)
+    shared = code is not None and not hasattr(func, "__wrapped__")  # (inspect shows the wrapped function's)
+    if shared and code in _SOURCES:
+        return _SOURCES[code]
     try:
         lines, first = inspect.getsourcelines(func)
     except (OSError, TypeError):
-        return None
-    return (code.co_filename, "\n" * max(first - 1, 0) + "".join(lines))
+        found = None
+    else:
+        found = (code.co_filename, "\n" * max(first - 1, 0) + "".join(lines))
+    if shared:
+        _SOURCES[code] = found
+    return found
+
+
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def remote_traceback(error: BaseException, source: tuple[str, str] | None) -> str:
@@ -167,15 +180,18 @@ class _ProjectModules:
     paths of a thousand modules for every task would cost more than most tasks."""
 
     def __init__(self):
+        self.project: str | None = None
         self.root: str | None = None
         self.files: dict[str, tuple[object, str]] = {}  # name -> (module, file) for project modules
         self.looked_at: dict[str, object] = {}  # name -> module, for every module judged
 
-    def __call__(self, project: str):
-        """(name, module, file mtime) of the loaded modules whose file is in *project*."""
-        root = os.path.realpath(project) + os.sep
-        if root != self.root:
-            self.root, self.files, self.looked_at = root, {}, {}
+    def __call__(self, project: str) -> list[tuple[str, object, str]]:
+        """(name, module, file) of the loaded modules whose file is in *project*."""
+        if project != self.project:
+            self.project, root = project, os.path.realpath(project) + os.sep
+            if root != self.root:
+                self.root, self.files, self.looked_at = root, {}, {}
+        root = self.root
         if len(self.looked_at) != len(sys.modules):
             for name, module in list(sys.modules.items()):
                 if name in self.looked_at and self.looked_at[name] is module:  # (sys.modules may hold None)
@@ -188,11 +204,14 @@ class _ProjectModules:
                 else:
                     self.files.pop(name, None)
             self.looked_at = {n: m for n, m in self.looked_at.items() if n in sys.modules}
-        for name, (module, path) in list(self.files.items()):
-            try:
-                yield name, module, os.stat(path).st_mtime_ns
-            except OSError:
-                continue
+        return [(name, module, path) for name, (module, path) in self.files.items()]
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 #: Installed packages are never the project's, even when the environment lives inside it (.venv).
@@ -204,8 +223,9 @@ _project_mtime: dict[str, int] = {}
 def remember_project_modules(project: str | None) -> None:
     """Note the file times of project modules imported since the last look (about when they were imported)."""
     if project and os.path.isdir(project):
-        for name, _, mtime in _project_modules(project):
-            _imported_at.setdefault(name, mtime)
+        for name, _, path in _project_modules(project):
+            if name not in _imported_at and (mtime := _mtime(path)) is not None:
+                _imported_at[name] = mtime
 
 
 def refresh_project(project: str | None) -> list[str]:
@@ -219,12 +239,28 @@ def refresh_project(project: str | None) -> list[str]:
         importlib.invalidate_caches()
         _project_mtime[project] = stamp
     reloaded = []
-    for name, module, mtime in _project_modules(project):
-        if _imported_at.setdefault(name, mtime) < mtime:
+    for name, module, path in _project_modules(project):
+        mtime = _mtime(path)
+        if mtime is not None and _imported_at.setdefault(name, mtime) < mtime:
             importlib.reload(module)
             _imported_at[name] = mtime
             reloaded.append(name)
     return reloaded
+
+
+#: The last runs whose project this process refreshed: once per run is enough, since a run's
+#: tasks wait for the versions of the modules their keys name (sources.sync_modules) anyway.
+_refreshed_runs: OrderedDict[str, None] = OrderedDict()
+
+
+def refresh_for_run(call: TaskCall) -> None:
+    """:func:`refresh_project` at the first task of *call*'s run in this process."""
+    if call.run in _refreshed_runs:
+        return
+    refresh_project(call.project)
+    _refreshed_runs[call.run] = None
+    while len(_refreshed_runs) > 16:
+        _refreshed_runs.popitem(last=False)
 
 
 def cached(call: TaskCall, snapshot: reads.Snapshot | None, input_keys: dict[str, str]) -> TaskResult | None:
@@ -261,7 +297,7 @@ def run_task(call: TaskCall, snapshot: reads.Snapshot | None = None, **inputs) -
     _event(call, "running", host=host, slurm_job=job, **worker_place())
     values = {name: found.value for name, found in inputs.items()}
     input_keys = {name: found.key for name, found in inputs.items()}
-    refresh_project(call.project)
+    refresh_for_run(call)
     hit = cached(call, snapshot, input_keys)
     if hit is not None:
         return hit

@@ -25,7 +25,7 @@ from toppipe import interruptions
 from toppipe.pipeline import cache, elements, fanout, packages, sources, summary
 from toppipe.pipeline.elements import MapResults
 from toppipe.pipeline.execute import TaskCall, TaskFailed, TaskResult, run_task, source_of
-from toppipe.pipeline.graph import REQUIRED, Pipeline, PipelineError
+from toppipe.pipeline.graph import REQUIRED, Pipeline, PipelineError, Task
 from toppipe.pipeline.hashing import code_hash, value_hash
 from toppipe.pipeline.progress import show_progress
 from toppipe.pipeline.reads import Snapshot
@@ -38,12 +38,15 @@ SETTLED = {"done", "cached", "failed", "cancelled", "interrupted"}
 
 def effective_params(pipeline: Pipeline, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """The task's params: its defaults, overridden by the run's *params* of the same name."""
-    task = pipeline.tasks[name]
+    return _task_params(pipeline.name, pipeline.tasks[name], params)
+
+
+def _task_params(pipeline: str, task: Task, params: dict[str, Any]) -> dict[str, Any]:
     found = {}
     for param, default in task.params.items():
         value = params.get(param, default)
         if value is REQUIRED:
-            raise PipelineError(f"pipeline {pipeline.name}: task {name} needs param {param!r}; pass params={{{param!r}: ...}}")
+            raise PipelineError(f"pipeline {pipeline}: task {task.name} needs param {param!r}; pass params={{{param!r}: ...}}")
         found[param] = value
     return found
 
@@ -54,16 +57,26 @@ def cache_keys(pipeline: Pipeline, names: list[str], params: dict[str, Any], pro
     the project modules it uses (:func:`sources.reached_digests`), its params and its upstream tasks' keys (in run order).
     *uses* receives each task's modules."""
     keys: dict[str, str] = {}
+    tasks = pipeline.tasks  # (a copy each time it is read)
+    code_parts: dict[tuple, tuple] = {}  # what functions of the same code, globals and closure share
     for name in names:
-        task = pipeline.tasks[name]
-        modules = sources.modules_used(task.func, project)
+        task = tasks[name]
+        shared = _code_identity(task.func)
+        found = code_parts.get(shared) if shared is not None else None
+        if found is None:
+            modules = sources.modules_used(task.func, project)
+            found = (modules, code_hash(task.func), sources.helpers_by_value(task.func),
+                     sources.reached_digests(task.func, modules, project) if modules else {})  # fmt: skip
+            if shared is not None:
+                code_parts[shared] = found
+        modules = found[0]
         if uses is not None:
             uses[name] = modules
         parts = {
-            "code": code_hash(task.func),
-            "helpers": sources.helpers_by_value(task.func),
-            "uses": sources.reached_digests(task.func, modules, project) if modules else {},
-            "params": {p: value_hash(v) for p, v in sorted(effective_params(pipeline, name, params).items())},
+            "code": found[1],
+            "helpers": found[2],
+            "uses": found[3],
+            "params": {p: value_hash(v) for p, v in sorted(_task_params(pipeline.name, task, params).items())},
             "upstream": {u: keys[u] for u in task.upstream},
         }
         if task.map is not None:  # (left out otherwise: keys made before maps existed stay valid)
@@ -71,6 +84,23 @@ def cache_keys(pipeline: Pipeline, names: list[str], params: dict[str, Any], pro
             del parts["upstream"][task.map]
         keys[name] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
     return keys
+
+
+def _code_identity(func) -> tuple | None:
+    """What the modules, helpers and code digest of *func* follow from: its code, module, globals and
+    closed-over values (ten thousand tasks made by one factory are hashed once). None: hash it alone
+    (not a plain function, or one that names itself: its helpers leave it out)."""
+    code = getattr(func, "__code__", None)
+    scope = getattr(func, "__globals__", None)
+    if code is None or scope is None or any(scope.get(name) is func for name in code.co_names):
+        return None
+    cells = []
+    for cell in func.__closure__ or ():
+        try:
+            cells.append(id(cell.cell_contents))
+        except ValueError:  # an empty cell
+            cells.append(None)
+    return (code, func.__module__, id(scope), tuple(cells))
 
 
 def dask_key(func, run_id: str, position: int) -> str:
@@ -132,20 +162,20 @@ def start(session, pipeline: Pipeline, on: str = "hosts", only=None, downstream_
         for name in names:
             packages.refuse_outside(name, uses[name])
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    tasks = pipeline.tasks  # (a copy each time it is read)
     calls = {
-        name: TaskCall(run=run_id, task=name, payload=cloudpickle.dumps(pipeline.tasks[name].func), key=keys[name],
-                       params=effective_params(pipeline, name, params), results=record.get("results"),
+        name: TaskCall(run=run_id, task=name, payload=cloudpickle.dumps(tasks[name].func), key=keys[name],
+                       params=_task_params(pipeline.name, tasks[name], params), results=record.get("results"),
                        project=record.get("project"), force=force and name in selected,
-                       source=source_of(pipeline.tasks[name].func), uses=uses[name],
-                       retries=pipeline.tasks[name].retries, on_error=pipeline.tasks[name].on_error,
-                       timeout=pipeline.tasks[name].timeout, map=pipeline.tasks[name].map)  # fmt: skip
+                       source=source_of(tasks[name].func), uses=uses[name], retries=tasks[name].retries,
+                       on_error=tasks[name].on_error, timeout=tasks[name].timeout, map=tasks[name].map)  # fmt: skip
         for name in names
     }
     run = Run(session, run_id, pipeline.name, names)
     run.origin = (pipeline, dict(params), on, only, downstream_of)  # what resume() runs again
-    run.dask_keys = {name: dask_key(pipeline.tasks[name].func, run_id, i) for i, name in enumerate(names)}
-    run.maps = {n for n in names if pipeline.tasks[n].map is not None}
-    run._stages = fanout.stages({n: pipeline.tasks[n].upstream for n in names}, {n: pipeline.tasks[n].map for n in names}, names)
+    run.dask_keys = {name: dask_key(tasks[name].func, run_id, i) for i, name in enumerate(names)}
+    run.maps = {n for n in names if tasks[n].map is not None}
+    run._stages = fanout.stages({n: tasks[n].upstream for n in names}, {n: tasks[n].map for n in names}, names)
     started = {"run": run_id, "state": "started", "pipeline": pipeline.name, "tasks": names, "keys": keys,
                "dask_keys": run.dask_keys, "provenance": provenance(pipeline, record, keys), "time": time.time()}  # fmt: skip
     if on == "local":
@@ -168,7 +198,8 @@ def placement(session, pipeline: Pipeline, names: list[str], on: str) -> dict[st
         default = {f"pool:{on}": 1}
     else:
         raise PipelineError(f"run(on={on!r}): choose 'hosts', 'slurm', 'local' or a pool of site {session.site}: {', '.join(offers)}")
-    needs = {name: pipeline.tasks[name].needs or default for name in names}
+    tasks = pipeline.tasks  # (a copy each time it is read)
+    needs = {name: tasks[name].needs or default for name in names}
     for name, asked in needs.items():
         if not any(fits(asked, offer) for offer in offers.values()):
             raise PipelineError(f"task {name!r}: {unplaceable_message(asked, offers)}")
@@ -211,20 +242,22 @@ class Run:
 
         def flush() -> None:
             if graph:
-                for key, future in zip(graph, client.get(graph, list(graph), sync=False, resources=resources)):
+                named = _named_graph(graph, f"{self.id}-{len(held)}")
+                for key, future in zip(graph, client.get(named, list(graph), sync=False, resources=resources)):
                     held[key] = future
                 graph.clear()
 
-        maps = {name: pipeline.tasks[name].map for name in calls}
+        tasks = pipeline.tasks  # (a copy each time it is read)
+        maps = {name: tasks[name].map for name in calls}
         for stage in self._stages:
             name = stage[0]
-            task = pipeline.tasks[name]
+            task = tasks[name]
             if maps[name] is not None:
                 flush()
                 resources = needs[name]
-                extras = {m: {i: held[self._key(i)] for i in pipeline.tasks[m].inputs if i != maps[m]} for m in stage}
-                after = [held[self._key(a)] for m in stage for a in pipeline.tasks[m].after
-                         if a not in pipeline.tasks[m].inputs and a not in stage]  # fmt: skip
+                extras = {m: {i: held[self._key(i)] for i in tasks[m].inputs if i != maps[m]} for m in stage}
+                after = [held[self._key(a)] for m in stage for a in tasks[m].after
+                         if a not in tasks[m].inputs and a not in stage]  # fmt: skip
                 first = self._key(name)
                 group = client.submit(fanout.run_group_on_worker, [calls[m] for m in stage], {m: maps[m] for m in stage},
                                       _ElementKeys(first), needs[name], held[snapshot], held[self._key(maps[name])], extras,
@@ -555,6 +588,16 @@ class _ElementKeys:
 
     def __getitem__(self, index: int) -> str:
         return f"{self.prefix}-e{index}"
+
+
+def _named_graph(graph: dict, name: str):
+    """*graph* as ``client.get`` takes it, already named (*name*: unique): else dask names it by
+    tokenizing every task in it on the client, a quarter of a millisecond each, for a graph sent once."""
+    try:
+        from dask._expr import LLGExpr
+    except ImportError:  # (a dask without expressions takes the dict as it is)
+        return graph
+    return LLGExpr(dict(graph), _determ_token=name)
 
 
 def _run_after(call: TaskCall, after: list, snapshot: Snapshot | None, **inputs) -> TaskResult:
