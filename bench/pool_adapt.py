@@ -206,7 +206,7 @@ def report(rounds: dict[str, list[dict]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
     lab = load_lab()
     from deploy.inventory import load_site
