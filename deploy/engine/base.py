@@ -137,11 +137,6 @@ class Engine(abc.ABC):
         """Hosts of *site* this engine could not reach, with why."""
         return {}
 
-    def run_scripts(self, site: Site, scripts: dict[str, str]) -> dict[str, str] | None:
-        """Run one bash script per host (all hosts side by side); the stdout of each that ran it
-        to exit 0. None: this engine cannot, and its callers take the full path."""
-        return None
-
     @abc.abstractmethod
     def home_dirs(self, site: Site) -> dict[str, str]:
         """The deploying user's home folder on each reachable remote host."""

@@ -89,8 +89,5 @@ class SiteEngine(Engine):
     def home_dirs(self, site: Site) -> dict[str, str]:
         return self.pyinfra.home_dirs(site)
 
-    def run_scripts(self, site: Site, scripts: dict[str, str]) -> dict[str, str] | None:
-        return self.pyinfra.run_scripts(site, scripts)
-
     def leftovers(self, site: Site) -> dict[str, list[int]]:
         return self.pyinfra.leftovers(site)
