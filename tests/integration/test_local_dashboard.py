@@ -182,7 +182,8 @@ def test_the_run_page_draws_the_graph_by_state_and_a_click_selects_a_task(page, 
     url, _ = app
     page.goto(f"{url}runs/{failed_run.id}")
     cy = "document.querySelector('#run-graph')._cyreg.cy"
-    page.wait_for_function(f"document.querySelector('#run-graph')._cyreg && {cy}.nodes().length === 8"
+    # the page may not have drawn #run-graph yet: a TypeError there would end the wait, not retry it
+    page.wait_for_function(f"(document.querySelector('#run-graph') || {{}})._cyreg && {cy}.nodes().length === 8"
                            f" && {cy}.$id('quality').data('state') === 'failed' && {cy}.$id('report').data('state') === 'done'",
                            timeout=60_000)  # fmt: skip
     assert page.evaluate(f"{cy}.edges().length") == 9

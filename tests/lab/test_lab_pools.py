@@ -74,7 +74,12 @@ def test_one_pipeline_runs_each_task_on_its_pool_and_the_slurm_pools_go_back_to_
     run = session.load(source).run(on="hosts", force=True)  # computed, not from an earlier run's cache
     run.wait(timeout=300)
     assert run.result("big") == 3
-    records = {r["name"]: r for r in run.records()}
+
+    def recorded():  # the recorder writes the events in order, a moment after the results are back
+        found = {r["name"]: r for r in run.records()}
+        return found if all(found.get(t, {}).get("state") == "done" and found[t].get("pool") for t in ("near", "wide", "big")) else None
+
+    records = _wait(recorded, 60, "the records of the three tasks")
     assert records["near"]["pool"] == "hosts" and records["near"]["host"] in ("node1", "node2") and not records["near"]["slurm_job"]
     assert records["wide"]["pool"] == "slurm" and records["wide"]["partition"] == "batch" and records["wide"]["slurm_job"]
     assert records["big"]["pool"] == "bigmem" and records["big"]["partition"] == "bigmem" and records["big"]["host"] == "node2"
