@@ -223,9 +223,7 @@ class Agent:
         return known
 
     def workers(self) -> list[dict]:
-        jobs = {}
-        for found in self.pools.values():
-            jobs.update({name: job for name, job in found.slurm_job_ids().items()})
+        jobs = {name: job for pool in self.pools.values() for name, job in pool.slurm_job_ids().items()}
         found = []
         for address, ws in self.scheduler.workers.items():
             pool = agent_pools.pool_of(ws.resources)
