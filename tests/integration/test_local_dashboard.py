@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import textwrap
 import urllib.error
 import urllib.request
@@ -16,14 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium
 from tests.conftest import REPO, run_deploy
 from toppipe.pipeline.render import PALETTE
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
 PIPELINE = """
     from toppipe.pipeline import task
 
@@ -98,17 +95,11 @@ def failed_run(state, tmp_path_factory):
 
 @pytest.fixture
 def page(app):
-    if not shutil.which("chromium"):
-        pytest.skip("no chromium (scripts/setup --test installs it as root)")
-    from playwright.sync_api import sync_playwright
-
     url, token = app
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{url}?token={token}")
         yield page
-        browser.close()
 
 
 def screenshot_path(name: str, tmp_path: Path) -> str:

@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium
 from tests.conftest import deployed
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -193,18 +191,12 @@ def test_the_sidebar_lists_scales_and_trashes_the_sites_cluster_without_stopping
 
 @pytest.fixture
 def page(session):
-    if not shutil.which("chromium"):
-        pytest.skip("no chromium (scripts/setup --test installs it as root)")
-    from playwright.sync_api import sync_playwright
-
     token = Path(session.record["jupyter_token_file"]).read_text().strip()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         # a workspace of its own, fresh: nothing restored from an earlier visit
         page.goto(f"{session.record['jupyter']}/workspaces/test-{secrets.token_hex(4)}?reset&token={token}")
         yield page
-        browser.close()
 
 
 def workers_now(session) -> int:

@@ -7,21 +7,18 @@ inputs and remote traceback."""
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium
 from tests.conftest import deployed
 
 pytestmark = pytest.mark.integration
 
 INVENTORY = "inventories/local"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
 ELEMENTS = 120
 FAILING = [7, 47, 87]  # the elements whose number % 40 == 7
 
@@ -117,18 +114,12 @@ def test_an_unknown_task_or_state_is_one_line(run):
 
 @pytest.fixture
 def page(site):
-    if not shutil.which("chromium"):
-        pytest.skip("no chromium (scripts/setup --test installs it as root)")
-    from playwright.sync_api import sync_playwright
-
     record = json.loads((site / "local" / "connection.json").read_text())
     url, token = record["app"], Path(record["app_token_file"]).read_text().strip()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{url}?token={token}")
         yield page, url
-        browser.close()
 
 
 def text_of(selector: str) -> str:
