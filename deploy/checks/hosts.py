@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import testinfra
+import testinfra.backend.local  # noqa: F401  imported now, not on a first connection: under pytest that
+import testinfra.backend.ssh  # noqa: F401  lazy import parses the module, which races other threads' ast.parse
 
 from deploy.inventory import Host
 

@@ -19,6 +19,7 @@ import fnmatch
 import importlib
 import os
 import sys
+import threading
 import types
 from dataclasses import dataclass
 
@@ -150,6 +151,22 @@ def reached_digests(func, uses: tuple[ModuleUse, ...], project: str | None) -> d
     return found
 
 
+#: CPython 3.11 keeps the AST builder's recursion depth per interpreter, not per thread: two
+#: threads parsing at once fail with "AST constructor recursion depth mismatch" (gh-106905).
+_PARSING = threading.Lock()
+
+
+def _parse(path: str) -> ast.Module:
+    """The AST of the file at *path*; an empty module if it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as file:
+            source = file.read()
+        with _PARSING:
+            return ast.parse(source, path)
+    except (OSError, SyntaxError, ValueError):
+        return ast.Module(body=[], type_ignores=[])
+
+
 _defined: dict[tuple[str, str], tuple[set[str], str, dict[str, tuple[str, set[str]]]]] = {}
 
 
@@ -157,10 +174,7 @@ def _definitions(path: str, digest: str) -> tuple[set[str], str, dict[str, tuple
     """(names the module-level code uses, its text, top-level function -> (text, names it uses)) of
     the file at *path*; texts are ASTs dumped, without line numbers or comments."""
     if (path, digest) not in _defined:
-        try:
-            tree = ast.parse(open(path, "rb").read(), path)
-        except (OSError, SyntaxError, ValueError):
-            tree = ast.Module(body=[], type_ignores=[])
+        tree = _parse(path)
         functions, rest = {}, []
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -242,10 +256,7 @@ def _imports(module: types.ModuleType, path: str, digest: str) -> tuple[str, ...
     """The module names *module*'s file imports (``from x import NAME`` may name a module
     ``x.NAME``), read from its source: names bound by ``from x import CONSTANT`` carry no module."""
     if (path, digest) not in _parsed:
-        try:
-            tree = ast.parse(open(path, "rb").read(), path)
-        except (OSError, SyntaxError, ValueError):
-            tree = ast.Module(body=[], type_ignores=[])
+        tree = _parse(path)
         names: list[str] = []
         package = module.__package__ or ""
         for node in ast.walk(tree):
