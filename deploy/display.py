@@ -11,6 +11,12 @@ from deploy.runtime import ServiceState
 _MARKS = {Outcome.CHANGED: "changed", Outcome.UNCHANGED: "ok", Outcome.FAILED: "FAILED", Outcome.SKIPPED: "skipped", Outcome.REFUSED: "REFUSED"}
 
 
+def changes_made(report: RunReport) -> str:
+    """``no changes`` or ``N change(s)``: what a run changed, as up and plan say it."""
+    changes = len(report.changed)
+    return "no changes" if changes == 0 else f"{changes} change{'s' * (changes != 1)}"
+
+
 def out(line: str = "") -> None:
     print(line, flush=True)
 
@@ -48,10 +54,8 @@ def summary(report: RunReport, seconds: float) -> None:
         out(f"failed: {action.host} {action.role}: {action.resource.describe()}: {result.message}")
     for result in report.refused:  # one line per service whose new definition was refused
         out(f"refused: {result.action.host} {result.action.resource.spec.name}: {result.message}")
-    changes = len(report.changed)
-    verdict = "no changes" if changes == 0 else f"{changes} change{'s' * (changes != 1)}"
     if report.ok:
-        out(f"{verdict}, {len(report.results)} actions checked in {seconds:.1f} s")
+        out(f"{changes_made(report)}, {len(report.results)} actions checked in {seconds:.1f} s")
         return
     problems = [f"{len(report.unreachable)} host(s) unreachable ({', '.join(sorted(report.unreachable))})"] if report.unreachable else []
     if report.failed:

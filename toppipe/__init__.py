@@ -37,6 +37,7 @@ def store(**options):
 def up(inventory: str, *, timeout: float | None = None):
     """Bring the site of *inventory* up as ``python -m deploy up`` does (journaled, live progress
     in Jupyter) and return a :class:`toppipe.session.Session` on it."""
+    from deploy.display import changes_made
     from toppipe.control import SiteControl
     from toppipe.session import Session
     from toppipe.site_services import Progress
@@ -44,9 +45,9 @@ def up(inventory: str, *, timeout: float | None = None):
     control = SiteControl(inventory, origin="notebook")
     progress = Progress(f"up: site from {inventory}")
     try:
-        control.up(progress)
+        result = control.up(progress)
     except ToppipeError as exc:
         progress.done(f"failed: {exc}")
         raise
-    progress.done("done")
+    progress.done(f"done, {changes_made(result.report)}")
     return Session.open(inventory, timeout=timeout)
