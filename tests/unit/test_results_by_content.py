@@ -296,3 +296,17 @@ def test_an_edited_helper_three_calls_deep_changes_exactly_the_keys_of_the_tasks
     (project / "deep_c.py").write_text("def used():\n    return 10\n\n# a comment\ndef unused():\n    return 20\n")
     third = keys()
     assert {name for name in first if second[name] != third[name]} == {"calls_other"}
+
+
+def test_a_folder_put_on_sys_path_between_tasks_is_installed_code_from_the_next_task_on(project, monkeypatch):
+    (project / "vendored").mkdir()
+    (project / "vendored" / "lib.txt").write_text("x")
+
+    def read_in_a_task() -> set[str]:
+        with reads.tracking(str(project)) as seen:
+            (project / "vendored" / "lib.txt").read_text()
+        return set(seen.manifest())
+
+    assert read_in_a_task() == {"project:vendored/lib.txt"}
+    monkeypatch.syspath_prepend(str(project / "vendored"))  # the untracked roots are remembered per sys.path
+    assert read_in_a_task() == set()

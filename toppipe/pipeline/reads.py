@@ -110,7 +110,7 @@ class _Reads:
     """What one task read: label -> digest; labels are ``project:REL`` or absolute paths."""
 
     def __init__(self, project: str | None, snapshot: Snapshot | None, untracked: tuple[str, ...]):
-        self.project = os.path.realpath(project) + os.sep if project else None
+        self.project = project  # (real, ending in a separator)
         self.snapshot = snapshot
         self.untracked = untracked
         self.files: dict[str, tuple[str, _Identity | None, str]] = {}  # label -> (path, identity, digest)
@@ -245,6 +245,24 @@ def _untracked_roots(extra: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(roots))
 
 
+#: (sys.path, untracked, project) -> (the project's real path, the roots not tracked): resolving a
+#: hundred paths costs more than a trivial task, and they change only with sys.path. (A folder of
+#: sys.path made later stays tracked: more reads in a key, never fewer.)
+_roots_memo: dict[tuple, tuple[str | None, tuple[str, ...]]] = {}
+
+
+def _roots_for(project: str | None, untracked: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    memo_key = (tuple(sys.path), untracked, project)
+    found = _roots_memo.get(memo_key)
+    if found is None:
+        inside = os.path.realpath(project) + os.sep if project else None
+        roots = tuple(r for r in _untracked_roots(untracked) if inside is None or not inside.startswith(r))  # the project is tracked
+        if len(_roots_memo) >= 64:
+            _roots_memo.clear()
+        found = _roots_memo[memo_key] = (inside, roots)
+    return found
+
+
 @contextmanager
 def tracking(project: str | None, snapshot: Snapshot | None = None, untracked: tuple[str, ...] = ()):
     """Record what the current thread reads inside the block; yields the :class:`_Reads`."""
@@ -252,9 +270,8 @@ def tracking(project: str | None, snapshot: Snapshot | None = None, untracked: t
     if not _hooked:
         sys.addaudithook(_hook)
         _hooked = True
-    inside = os.path.realpath(project) + os.sep if project else None
-    roots = tuple(r for r in _untracked_roots(untracked) if inside is None or not inside.startswith(r))  # the project is tracked
-    reads = _Reads(project, snapshot, roots)
+    inside, roots = _roots_for(project, untracked)
+    reads = _Reads(inside, snapshot, roots)
     _local.reads, _local.busy = reads, False
     try:
         yield reads
