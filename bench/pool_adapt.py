@@ -47,30 +47,36 @@ RAW_JOB_NAME = "toppipe-bench-raw"
 #: The plain cluster's processes carry this marker instead of the agent's (``down`` sweeps ``<site>/*``).
 RAW_MARKER = "bench-pool-adapt"
 
-#: Run on login inside the scheduler image: a plain SLURMCluster adapting between 0 and 1 job.
-#: One round per line read on stdin ("go"); one JSON line per round; stops at end of input.
-RAW_SCRIPT = r'''
+#: The plain cluster's script begins with this: ``plain_cluster(cfg)`` is a SLURMCluster on the
+#: agent's partition, speaking TLS with the site's certificates (DASK_CONFIG) as its workers require.
+RAW_PREAMBLE = r'''
 import asyncio, json, os, sys, time
 from dask_jobqueue import SLURMCluster
 from distributed import Client
 from distributed.security import Security
 
-def started():
-    import os, time, psutil
-    return time.time(), os.environ.get("SLURM_JOB_ID"), psutil.Process().create_time()
-
-async def main(cfg):
-    security = Security()  # TLS as the site's workers require (DASK_CONFIG)
-    async with SLURMCluster(
-        asynchronous=True, security=security, protocol="tls://",
+def plain_cluster(cfg):
+    return SLURMCluster(
+        asynchronous=True, security=Security(), protocol="tls://",
         scheduler_options={"host": cfg["host"], "port": 0, "dashboard_address": "127.0.0.1:0"},
         queue=cfg["partition"], cores=cfg["cores"], memory=cfg["memory"], walltime=cfg["walltime"], processes=1,
         python=cfg["python"], job_name=cfg["job_name"], log_directory=cfg["folder"] + "/logs",
         local_directory=cfg["folder"] + "/work", job_extra_directives=["--chdir=" + cfg["folder"]],
         worker_extra_args=["--no-dashboard"],
-    ) as cluster:
+    )
+'''
+
+#: Run on login inside the scheduler image: a plain SLURMCluster adapting between 0 and 1 job.
+#: One round per line read on stdin ("go"); one JSON line per round; stops at end of input.
+RAW_SCRIPT = RAW_PREAMBLE + r'''
+def started():
+    import os, time, psutil
+    return time.time(), os.environ.get("SLURM_JOB_ID"), psutil.Process().create_time()
+
+async def main(cfg):
+    async with plain_cluster(cfg) as cluster:
         cluster.adapt(minimum=0, maximum=1, interval="1s")
-        async with Client(cluster, asynchronous=True, security=security) as client:
+        async with Client(cluster, asynchronous=True, security=Security()) as client:
             print(json.dumps({"ready": True}), flush=True)
             loop = asyncio.get_running_loop()
             while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "go":
@@ -128,19 +134,20 @@ def measured(submitted: float, start: float, job: str | None, process: float) ->
 
 
 class RawCluster:
-    """The plain dask-jobqueue cluster on login, driven one round at a time over ssh."""
+    """The plain dask-jobqueue cluster on login, driven one round at a time over ssh: *script* (its
+    configuration as JSON in argv[1], with *extra*) prints a JSON line when ready, then one per round."""
 
-    def __init__(self, lab: Lab, site_root: str):
+    def __init__(self, lab: Lab, site_root: str, script: str = RAW_SCRIPT, **extra):
         self.lab = lab
         agent = yaml.safe_load(lab.ssh("login", f"cat {site_root}/etc/agent.yaml").stdout)
         launcher = lab.ssh("login", f"cat {site_root}/services/scheduler/good/start.sh").stdout
         pool = next(p for p in agent["pools"] if p["name"] == POOL)
         folder = f"{agent['slurm']['workdir']}/bench-raw"
         config = {"host": agent["host"], "partition": pool["partition"], "cores": pool["cores"], "memory": pool["memory"],
-                  "walltime": pool["walltime"], "python": agent["slurm"]["python"], "job_name": RAW_JOB_NAME, "folder": folder}  # fmt: skip
+                  "walltime": pool["walltime"], "python": agent["slurm"]["python"], "job_name": RAW_JOB_NAME, "folder": folder, **extra}  # fmt: skip
         container = agent_container(launcher).replace(f"TOPPIPE_SERVICE={agent['site']}/scheduler", f"TOPPIPE_SERVICE={agent['site']}/{RAW_MARKER}")
         command = (f"mkdir -p {shlex.quote(folder)}/logs {shlex.quote(folder)}/work && "
-                   f"exec {container} -c {shlex.quote(RAW_SCRIPT)} {shlex.quote(json.dumps(config))}")  # fmt: skip
+                   f"exec {container} -c {shlex.quote(script)} {shlex.quote(json.dumps(config))}")  # fmt: skip
         argv = [a for a in lab.ssh_argv("login") if a != "-n"] + ["--", command]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.read()  # ready
@@ -204,16 +211,11 @@ def report(rounds: dict[str, list[dict]]) -> None:
     print(f"ratio toppipe/dask-jobqueue {ratio:.2f}  {'ok' if ratio <= 1.10 else 'SLOW'} (target <= 1.10; {count} rounds)")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=8)
-    args = parser.parse_args()
-    lab = load_lab()
-    from deploy.inventory import load_site
-
-    site = load_site(REPO / INVENTORY)
-    site_root = site.host_root(site.scheduler_host)
-    rounds: dict[str, list[dict]] = {"toppipe": [], "dask-jobqueue": []}
+def side_by_side(lab: Lab, site, count: int, setup) -> tuple[dict[str, list], list[str]]:
+    """*count* rounds of each side, alternating which goes first, on a throw-away deployment of
+    the lab; ``setup(session)`` gives the plain cluster and ``{side: one round}``. Each round
+    starts with no Slurm job of the lab user. The rounds, and what is left behind on login."""
+    rounds: dict[str, list] = {}
     with tempfile.TemporaryDirectory() as state:
         env = {**os.environ, "TOPPIPE_STATE_DIR": state}
         os.environ["TOPPIPE_STATE_DIR"] = state
@@ -224,14 +226,12 @@ def main() -> int:
             import toppipe
 
             session = toppipe.connect("lab")
-            session.adapt(0, 1, pool=POOL)
-            raw = RawCluster(lab, site_root)
-            sides = {"toppipe": lambda: toppipe_round(session), "dask-jobqueue": raw.round}
-            for number in range(args.rounds):
+            raw, sides = setup(session)
+            for number in range(count):
                 order = list(sides) if number % 2 == 0 else list(reversed(sides))  # each side first every other round
                 for side in order:
                     wait(lambda: pool_empty(session) and not squeue(lab), 300, "no Slurm job of the lab user")
-                    rounds[side].append(sides[side]())
+                    rounds.setdefault(side, []).append(sides[side]())
                     print(f"round {number + 1} {side}: {json.dumps(rounds[side][-1])}", file=sys.stderr, flush=True)
         finally:
             if raw is not None:
@@ -240,7 +240,24 @@ def main() -> int:
                 session.close()
             subprocess.run([sys.executable, "-m", "deploy", "down", INVENTORY, "--purge"], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
             lab.ssh("login", f"scancel --me -n {RAW_JOB_NAME}", check=False)
-    left = squeue(lab) + leftover_processes(lab, site.name)
+    return rounds, squeue(lab) + leftover_processes(lab, site.name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    args = parser.parse_args()
+    lab = load_lab()
+    from deploy.inventory import load_site
+
+    site = load_site(REPO / INVENTORY)
+
+    def setup(session):
+        session.adapt(0, 1, pool=POOL)
+        raw = RawCluster(lab, site.host_root(site.scheduler_host))
+        return raw, {"toppipe": lambda: toppipe_round(session), "dask-jobqueue": raw.round}
+
+    rounds, left = side_by_side(lab, site, args.rounds, setup)
     report(rounds)
     if left:
         print(f"left behind on login: {'; '.join(left)}")
