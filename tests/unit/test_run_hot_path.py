@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 
 import cloudpickle
 
@@ -77,3 +78,18 @@ def test_a_result_is_kept_in_folders_the_first_store_makes(tmp_path):
     assert cache.load(str(results), first) == 1 and cache.load(str(results), second) == 2
     assert cache.lookup(str(results), "ab" * 16, {"x": "k"}, lambda reads: True) == (second, 2)
     assert not [p for p in results.rglob(".tmp-*")]
+
+
+def test_a_store_of_the_same_bytes_leaves_the_kept_files_and_other_bytes_replace_them(tmp_path):
+    from toppipe.pipeline import cache
+
+    results = str(tmp_path / "results")
+    found = cache.store(results, "cd" * 16, {}, {}, [1, 2])
+    kept = Path(cache.result_path(results, found))
+    variant = kept.parent.parent / "cd" / f"{'cd' * 16}.variants" / f"{found}.json"
+    inodes = (kept.stat().st_ino, variant.stat().st_ino)
+    assert cache.store(results, "cd" * 16, {}, {}, [1, 2]) == found  # a forced run of the same code
+    assert (kept.stat().st_ino, variant.stat().st_ino) == inodes
+    assert cache.store(results, "cd" * 16, {}, {}, [3]) == found  # (a task whose value varies)
+    assert kept.stat().st_ino != inodes[0] and cache.load(results, found) == [3]
+    assert cache.lookup(results, "cd" * 16, {}, lambda reads: True) == (found, [3])

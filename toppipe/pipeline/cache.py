@@ -13,7 +13,8 @@ results folder (the shared filesystem on sites that have one)::
     <result key[:2]>/<result key>.pkl              the value (cloudpickle)
     <key[:2]>/<key>.variants/<result key>.json     {"inputs": {...}, "reads": {...}}
 
-Every file is written whole or not at all (a temporary file renamed).
+Every file is written whole or not at all (a temporary file renamed); one that already
+holds the same bytes is not written again.
 """
 
 from __future__ import annotations
@@ -75,16 +76,49 @@ def lookup(results: str, key: str, inputs: dict[str, str], still_valid: Callable
 
 
 def store(results: str, key: str, inputs: dict[str, str], reads: dict[str, str], value: Any) -> str:
-    """Keep *value* under its result key (the value first, then the variant that points at it)."""
+    """Keep *value* under its result key (the value first, then the variant that points at it).
+
+    A file that already holds the same bytes is left as it is (a forced run of unchanged code):
+    making and replacing a file costs a trivial task's time several times over on some disks."""
     import cloudpickle
 
     found = result_key(key, inputs, reads)
-    _write(result_path(results, found), lambda out: cloudpickle.dump(value, out))
+    path = result_path(results, found)
+    kept = _size(path)
+    if kept is not None and kept <= SAME_BYTES_LIMIT:  # (a big value is written as it is pickled, never held twice)
+        pickled = cloudpickle.dumps(value)
+        if len(pickled) != kept or not _holds(path, pickled):
+            _write(path, lambda out: out.write(pickled))
+    else:
+        _write(path, lambda out: cloudpickle.dump(value, out))
     variant = json.dumps({"inputs": inputs, "reads": reads}, sort_keys=True).encode()
     folder = _variants(results, key)
+    target = os.path.join(folder, f"{found}.json")
+    if _size(target) == len(variant) and _holds(target, variant):
+        return found
     os.makedirs(folder, exist_ok=True)  # (most keys are new: their folder too)
-    _write(os.path.join(folder, f"{found}.json"), lambda out: out.write(variant))
+    _write(target, lambda out: out.write(variant))
     return found
+
+
+#: The largest kept value compared with a new one before it is written again.
+SAME_BYTES_LIMIT = 1 << 20
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file *path* holds exactly *data*."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(data) + 1) == data
+    except OSError:
+        return False
 
 
 def _write(path: str, fill: Callable) -> None:
