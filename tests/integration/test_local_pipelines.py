@@ -177,6 +177,37 @@ def test_another_session_reattaches_to_a_run_by_its_id(session, site, tmp_path, 
         assert set(attached.status().values()) <= {"done", "cached"}
 
 
+def test_a_run_goes_on_after_the_session_that_started_it_closed(site, monkeypatch, tmp_path):
+    import toppipe
+
+    monkeypatch.setenv("TOPPIPE_STATE_DIR", str(site))
+    gate = tmp_path / "gate"
+    path = tmp_path / "pipelines" / "gated.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(textwrap.dedent("""
+        import os
+        import time
+
+        from toppipe.pipeline import task
+
+        @task
+        def opened(gate=""):
+            deadline = time.monotonic() + 60  # the test opens the gate once the session closed
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return os.path.exists(gate)
+
+        @task
+        def reported(opened):
+            return "through the gate" if opened else "never opened"
+        """))
+    with toppipe.connect("local") as first:
+        run_id = first.load(path).run(on="hosts", params={"gate": str(gate)}).id
+    gate.touch()  # the client that held the run's futures is gone
+    with toppipe.connect("local") as second:
+        assert second.run(run_id).wait(timeout=60).result("reported") == "through the gate"
+
+
 def test_a_map_over_ten_thousand_elements_then_cached_then_one_changed_element(session, tmp_path):
     size = 10_000
     path = tmp_path / "pipelines" / "wide.py"

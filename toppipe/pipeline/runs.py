@@ -225,8 +225,6 @@ class Run:
     # -- starting ----------------------------------------------------------
 
     def _start_on_cluster(self, pipeline: Pipeline, calls: dict[str, TaskCall], started: dict, needs: dict[str, dict]) -> None:
-        from distributed import fire_and_forget
-
         from dask.utils import apply
 
         client = self.session.client
@@ -274,7 +272,7 @@ class Run:
                                       (dict, [[i, ref(self._key(i))] for i in task.inputs]))  # fmt: skip
         flush()
         self.futures = {name: held[self._key(name)] for name in calls}
-        fire_and_forget(list(held.values()))  # the run goes on if this notebook closes
+        _fire_and_forget(client, list(held.values()))  # the run goes on if this notebook closes
 
     def _key(self, task: str) -> str:
         return self.dask_keys[task]
@@ -588,6 +586,18 @@ class _ElementKeys:
 
     def __getitem__(self, index: int) -> str:
         return f"{self.prefix}-e{index}"
+
+
+def _fire_and_forget(client, futures: list) -> None:
+    """``distributed.fire_and_forget(futures)`` in one message to the scheduler: dask sends one per
+    future, each a wake-up of the client's event loop (about 0.1 ms each, a second per 10,000 tasks)."""
+    send = getattr(client, "_send_to_scheduler", None)
+    if send is None:  # (a dask without it: its own way)
+        from distributed import fire_and_forget
+
+        fire_and_forget(futures)
+    elif futures:
+        send({"op": "client-desires-keys", "keys": [future.key for future in futures], "client": "fire-and-forget"})
 
 
 def _named_graph(graph: dict, name: str):
