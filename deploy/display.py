@@ -62,7 +62,7 @@ def summary(report: RunReport, seconds: float) -> None:
         problems.append(f"{len(report.failed)} action(s) failed")
     if report.refused:
         problems.append(f"{len(report.refused)} service change(s) refused, the previous definition still running")
-    out(f"NOT converged: {'; '.join(problems)}; {verdict} elsewhere, in {seconds:.1f} s")
+    out(f"NOT converged: {'; '.join(problems)}; {changes_made(report)} elsewhere, in {seconds:.1f} s")
 
 
 def plan_table(report: RunReport) -> None:
