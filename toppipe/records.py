@@ -246,6 +246,11 @@ class RecordStore:
             rows[0]["provenance"] = json.loads(rows[0]["provenance"] or "{}")
         return rows[0] if rows else None
 
+    def task(self, run_id: str, name: str) -> dict | None:
+        """One task or element row (``name`` as recorded: ``clean[3]`` for an element), or None."""
+        rows = self._run("SELECT * FROM tasks WHERE run_id = ? AND name = ?", (run_id, name))
+        return rows[0] if rows else None
+
     def tasks(self, run_id: str, elements: bool = True, state: str | None = None, limit: int | None = None) -> list[dict]:
         """The run's task rows (without its maps' elements if not *elements*; only those in *state*,
         at most *limit*, if given)."""

@@ -94,6 +94,8 @@ class FakeSource(SiteSource):
         self.run_queries: list[tuple] = []  # (limit, offset, pipeline, state) of every runs() call
         self.count_queries = 0
         self.actions: list[tuple[str, dict]] = []
+        self.logs: dict[str, list[str]] = {}  # log target -> its lines (read_log gives the last ones)
+        self.log_reads: list[tuple[str, int]] = []  # (target, lines) of every read_log() call
         self._lock = threading.Lock()
 
     def site_view(self) -> dict:
@@ -125,6 +127,15 @@ class FakeSource(SiteSource):
 
     def graph(self, run_id):
         return self.pipeline
+
+    def read_log(self, target, lines):
+        self.log_reads.append((target, lines))
+        if target not in self.logs:
+            raise ToppipeError(f"no log named {target!r}")
+        return "\n".join(self.logs[target][-lines:] if lines else [])
+
+    def worker_host(self, host):
+        return {"node2.cluster": "node2"}.get(host, host)
 
     def _act(self, action: str, message: str, **args) -> str:
         self.actions.append((action, args))

@@ -1,7 +1,8 @@
 """``make_app(source, token)``: the toppipe dashboard, a Dash app behind token auth.
 
 Pages: ``/`` the site (from the poller's cache), ``/runs`` the runs (one page
-queried at a time), ``/runs/<id>`` one run. The JS is served from the
+queried at a time), ``/runs/<id>`` one run, ``/logs/...`` a log (a service's, a Slurm job's, a
+failed task's worker's: :mod:`toppipe.dashboard.views.logs`). The JS is served from the
 installed packages (``serve_locally``) and the stylesheet from ``assets/``: the app needs
 no network. The page shell is dash-bootstrap-components (a navbar, a card per section).
 """
@@ -18,6 +19,7 @@ from toppipe.dashboard import callbacks
 from toppipe.dashboard.auth import TokenAuth
 from toppipe.dashboard.handlers import Dashboard
 from toppipe.dashboard.source import SiteSource
+from toppipe.dashboard.views import logs as logs_view
 from toppipe.dashboard.views import run as run_view
 from toppipe.dashboard.views import runs as runs_view
 from toppipe.dashboard.views import site as site_view
@@ -54,7 +56,8 @@ def make_app(source: SiteSource, token: str, poll_interval: float = 3.0,
     app = Dash(__name__, server=server, title="toppipe", update_title=None, serve_locally=True, compress=False)
     board = Dashboard(source, poll_interval, on_action)
     app.layout = shell()
-    app.validation_layout = html.Div([shell(), site_view.layout(poll_interval), runs_view.layout(), run_view.layout("-")])
+    app.validation_layout = html.Div([shell(), site_view.layout(poll_interval), runs_view.layout(), run_view.layout("-"),
+                                     logs_view.layout("-", "-"), logs_view.task_layout("-", "-")])
     callbacks.register(app, board)
     app.toppipe = board
     return app

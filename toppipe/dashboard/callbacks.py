@@ -5,6 +5,7 @@ from __future__ import annotations
 from dash import ALL, Dash, Input, Output, State, ctx
 
 from toppipe.dashboard.handlers import Dashboard
+from toppipe.dashboard.views import logs as logs_view
 
 MESSAGE = Output("action-message", "children", allow_duplicate=True)
 SERVICE_BUTTONS = {"type": "service-action", "action": ALL, "host": ALL, "name": ALL}
@@ -21,6 +22,19 @@ def register(app: Dash, board: Dashboard) -> None:
     )  # fmt: skip
     def refresh_site(_n, rendered_at):
         return board.site(rendered_at)
+
+    @app.callback(
+        Output("log-text", "children"), Output("log-status", "children"), Output("log-lines", "data"),
+        Input("log-interval", "n_intervals"), State("log-target", "data"), State("log-lines", "data"),
+    )  # fmt: skip
+    def follow_log(_n, target, shown):
+        return board.follow_log(target, shown)
+
+    app.clientside_callback(logs_view.SCROLL_TO_END, Output("log-scrolled", "data"), Input("log-text", "children"))
+
+    @app.callback(Output("task-log-content", "children"), Input("task-log-ids", "data"))
+    def task_log(ids):
+        return board.task_log(ids)
 
     @app.callback(
         Output("pending-action", "data"), Output("action-confirm", "message"), Output("action-confirm", "displayed"),

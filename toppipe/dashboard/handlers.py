@@ -24,6 +24,7 @@ from toppipe.dashboard.formats import one_line
 from toppipe.dashboard.poller import Poller
 from toppipe.dashboard.source import SiteSource
 from toppipe.dashboard.views import graph as graph_view
+from toppipe.dashboard.views import logs as logs_view
 from toppipe.dashboard.views import run as run_view
 from toppipe.dashboard.views import runs as runs_view
 from toppipe.dashboard.views import site as site_view
@@ -61,6 +62,12 @@ class Dashboard:
             return runs_view.layout()
         if path.startswith("/runs/") and path.count("/") == 2:
             return run_view.layout(unquote(path[len("/runs/") :]))
+        if path.startswith("/logs/"):
+            found = logs_view.parse(path)
+            if found and found[0] == "task":
+                return logs_view.task_layout(found[1], found[2])
+            if found:
+                return logs_view.layout(found[1], found[2])
         return html.Div([html.H2("not found"), html.P(f"no page {pathname}")], id="not-found")
 
     # -- the site -------------------------------------------------------------
@@ -100,6 +107,38 @@ class Dashboard:
 
     def confirm_scale(self, n: Any, on: Any, submitted: int | None) -> Any:
         return self.perform("scale", n=n, on=on) if submitted else no_update
+
+    # -- logs -----------------------------------------------------------------
+
+    def follow_log(self, target: str | None, shown: list[str] | None) -> tuple[Any, Any, Any]:
+        """``(log text, status line, lines shown)`` after one more read of *target*'s last lines;
+        the text is sent again only when lines were added."""
+        if not target:
+            return no_update, no_update, no_update
+        try:
+            text = self.source.read_log(target, logs_view.TAIL_LINES)
+        except Exception as error:  # noqa: BLE001 - shown as one line; the next refresh tries again
+            return no_update, read_error(f"the log of {target}", error), no_update
+        lines, status, changed = logs_view.follow(shown, text, self.clock())
+        if not changed:
+            return no_update, status, no_update
+        return "\n".join(lines), status, lines
+
+    def task_log(self, ids: dict | None) -> Any:
+        """A failed task's page: its worker's log (its Slurm job's output) around the failure."""
+        if not ids:
+            return no_update
+        run_id, name = ids.get("run"), ids.get("task")
+        try:
+            task = self.source.task(run_id, name)
+            if task is None:
+                return html.P(f"no task {name} in run {run_id}", id="task-log-missing")
+            host = None if task.get("slurm_job") else self.source.worker_host(task.get("host") or "")
+            target = logs_view.task_log_target(task, host)
+            text = self.source.read_log(target, logs_view.AROUND_LINES)
+        except Exception as error:  # noqa: BLE001 - shown as one line
+            return read_error(f"the log of task {name}", error)
+        return logs_view.task_page(run_id, task, target, text)
 
     # -- runs -----------------------------------------------------------------
 

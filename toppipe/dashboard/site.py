@@ -4,7 +4,8 @@ the agent for workers and the Slurm queue, the record store for runs.
 Everything a page shows comes through here; the poller calls ``site_view``
 (services are asked over ssh, like ``deploy status``), so open pages cost the
 site nothing more. Actions go through :mod:`toppipe.control`, journaled like CLI
-commands (``deploys/<id>/`` in the site's state folder).
+commands (``deploys/<id>/`` in the site's state folder). Logs are read by the deploy tool's
+reader (:mod:`deploy.logs`, as ``python -m deploy logs`` reads them), the site's secrets masked.
 """
 
 from __future__ import annotations
@@ -12,10 +13,50 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import socket
 import time
+from pathlib import Path
 
 from toppipe.dashboard.source import SiteSource
 from toppipe.errors import ToppipeError
+
+
+#: Seconds a log target's place (host, path) is kept before it is looked up again.
+TARGET_KEPT_S = 60.0
+
+
+def site_secrets(state_dir: Path) -> list[str]:
+    """What must never be shown: each secret file's text and each line of the TLS keys (8 characters or more)."""
+    found = [p.read_text(errors="replace").strip() for p in sorted((state_dir / "secrets").glob("*")) if p.is_file()]
+    for key in sorted((state_dir / "tls").glob("*.key")):
+        found += [line.strip() for line in key.read_text(errors="replace").splitlines() if "-----" not in line]
+    return [s for s in found if len(s) >= 8]
+
+
+def masked(text: str, secrets: list[str]) -> str:
+    """*text* with every secret in it replaced by ``[secret]`` (longest first: one may hold another)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "[secret]")
+    return text
+
+
+def local_names() -> set[str]:
+    """This machine's host names (short and full)."""
+    name = socket.gethostname()
+    return {name, name.split(".")[0], socket.getfqdn()}
+
+
+def inventory_host(host: str, workers_hosts: list[tuple[str, str, bool]], here: set[str]) -> str:
+    """The inventory name of the machine a task ran on (*host*: its hostname, as the records keep it),
+    among the hosts running workers (``(name, address, local)``): the same name or address, or a local
+    host when *host* is this machine, or the only one there is; else *host* itself."""
+    for name, address, _ in workers_hosts:
+        if host in (name, address) or host.split(".")[0] == name:
+            return name
+    local = [name for name, _, is_local in workers_hosts if is_local]
+    if host in here and local:
+        return local[0]
+    return workers_hosts[0][0] if len(workers_hosts) == 1 else host
 
 
 class RealSite(SiteSource):
@@ -24,6 +65,7 @@ class RealSite(SiteSource):
     def __init__(self, site: str):
         self.name = site
         self._session = None
+        self._targets: dict[str, tuple] = {}  # log target -> (when, site, LogTarget)
 
     # -- connections --------------------------------------------------------
 
@@ -167,6 +209,34 @@ class RealSite(SiteSource):
         if pipeline is None:
             return None
         return svg(pipeline, {t["name"]: t["state"] for t in self.plain_tasks(run_id) if t["state"] in PALETTE and t["name"] in pipeline})
+
+    def task(self, run_id: str, name: str) -> dict | None:
+        return self._read("task", run_id, name)
+
+    # -- logs -----------------------------------------------------------------
+
+    def read_log(self, target: str, lines: int) -> str:
+        """The log's last *lines* through the deploy tool's reader (:func:`deploy.logs.read`), every
+        secret of the site masked. Where *target* is is looked up once a minute, not every refresh."""
+        from deploy import DeployError, logs
+
+        site, found = self._log_target(target)
+        try:
+            text = logs.read(site, found, lines)
+        except DeployError as error:
+            raise ToppipeError(str(error)) from None
+        return masked(text, site_secrets(site.state_dir))
+
+    def _log_target(self, target: str):
+        now = time.monotonic()
+        cached = self._targets.get(target)
+        if cached is None or now - cached[0] > TARGET_KEPT_S:
+            cached = self._targets[target] = (now, *self.control().log_target(target))
+        return cached[1], cached[2]
+
+    def worker_host(self, host: str) -> str:
+        site = self.control().site()
+        return inventory_host(host, [(h.name, h.address, h.is_local) for h in site.group("workers")], local_names())
 
     # -- actions --------------------------------------------------------------
 

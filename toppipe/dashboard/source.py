@@ -21,6 +21,9 @@ error, traceback, inputs, elements), a map's elements as ``task[index]``. A run
 of ten thousand elements is read through ``plain_tasks()``, ``summary()``,
 ``elements()`` and ``failures()``: their defaults below work from ``tasks()``;
 the real site answers each with one query.
+
+``read_log(target, lines)``: the last lines of a service's log (``host/service``) or of a
+Slurm job's output (its id), as text.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+from toppipe.errors import ToppipeError
 from toppipe.pipeline import summary
 
 if TYPE_CHECKING:
@@ -95,6 +99,21 @@ class SiteSource(ABC):
         """The run's pipeline, when the source can load it: the dashboard then draws it itself
         (:func:`toppipe.pipeline.render.svg`, coloured by the task rows) instead of :meth:`graph_svg`."""
         return None
+
+    def task(self, run_id: str, name: str) -> dict | None:
+        """One task or element row of the run, or None."""
+        return next((t for t in self.tasks(run_id) if t["name"] == name), None)
+
+    # -- logs -----------------------------------------------------------------
+
+    def read_log(self, target: str, lines: int) -> str:
+        """The last *lines* of the log *target* names (``host/service``, a Slurm job id), secrets
+        masked; as ``python -m deploy logs`` reads it."""
+        raise ToppipeError("this site's logs cannot be read from the dashboard")
+
+    def worker_host(self, host: str) -> str:
+        """The site's name for the host a task ran on (tasks record the machine's hostname)."""
+        return host
 
     # -- actions: each returns a one-line message -----------------------------
 

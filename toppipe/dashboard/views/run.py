@@ -1,8 +1,9 @@
-"""``/runs/<id>``: one run: state, progress, task graph, timeline, failures with their inputs and
-remote traceback, every task (cached ones marked) with a map's elements counted by state,
-provenance, and Cancel; refreshed until it settles. A map's elements are drilled into a page at a
-time (the Elements section, a callback of its own): a run of ten thousand elements is read with a
-few queries per refresh, its graph and timeline show its tasks, never its elements."""
+"""``/runs/<id>``: one run: state, progress, task graph, timeline, failures with their inputs,
+remote traceback and a link to their worker's log around the failure, every task (cached ones
+marked) with a map's elements counted by state, provenance, and Cancel; refreshed until it
+settles. A map's elements are drilled into a page at a time (the Elements section, a callback
+of its own): a run of ten thousand elements is read with a few queries per refresh, its graph
+and timeline show its tasks, never its elements."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dash import dcc, html, no_update
 from toppipe.dashboard.formats import duration, when
 from toppipe.dashboard.source import SiteSource
 from toppipe.dashboard.views import graph as graph_view
+from toppipe.dashboard.views.logs import task_href
 from toppipe.dashboard.views.runs import step as runs_step
 from toppipe.dashboard.views.timeline import figure
 from toppipe.dashboard.widgets import confirm, section, state_badge, table
@@ -102,7 +104,7 @@ def content(source: SiteSource, run_id: str, now: float,
         section("Tasks", tasks_table(run_id, tasks, grouped)),
         section("Timeline", dcc.Graph(id="run-timeline", figure=figure(tasks, now), config={"displaylogo": False}),
                 section_id="run-timeline-section"),
-        section(f"Failures ({n_failed})", *[failure(t) for t in failed],
+        section(f"Failures ({n_failed})", *[failure(run_id, t) for t in failed],
                 html.P(f"{n_failed - len(failed)} more failures: see the elements below", id="run-failures-more")
                 if n_failed > len(failed) else None, section_id="run-failures"),
         section("Provenance", provenance(run.get("provenance") or {})),
@@ -162,14 +164,16 @@ def graph(source: SiteSource, run_id: str, tasks: list[dict], grouped: dict[str,
 STYLE_PRE = {"background": "#f8fafc", "padding": "0.5em", "overflowX": "auto", "margin": "0.2em 0"}
 
 
-def failure(task: dict) -> html.Div:
-    """A failed task or element: where, the error, its inputs and its remote traceback."""
+def failure(run_id: str, task: dict) -> html.Div:
+    """A failed task or element: where, the error, a link to its worker's log, its inputs and its remote traceback."""
     where = task.get("host") or "?"
     if task.get("slurm_job"):
         where += f", Slurm job {task['slurm_job']}"
     return html.Div(id=f"failure-{task['name']}", className="failure", children=[
         html.H3(f"{task['name']} on {where} (attempt {task.get('attempts') or 1})", style={"fontSize": "1em"}),
         html.P(task.get("error") or "failed", className="failure-error", style={"color": "#dc2626"}),
+        html.P(dcc.Link("its Slurm job's output around the failure" if task.get("slurm_job") else "its worker's log around the failure",
+                        href=task_href(run_id, task["name"]), id=f"worker-log-{task['name']}", className="failure-log")),
         html.Div(["inputs: ", html.Code(task["inputs"], id=f"inputs-{task['name']}", className="failure-inputs")])
         if task.get("inputs") else None,
         html.Pre(task.get("traceback") or "(no traceback recorded)", id=f"traceback-{task['name']}", style=STYLE_PRE),

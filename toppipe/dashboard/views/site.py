@@ -1,4 +1,5 @@
-"""``/``: the site: hosts, services (with start/stop/restart), workers, the Slurm queue, links,
+"""``/``: the site: hosts, services (with start/stop/restart and their logs), workers, the Slurm
+queue (each job's output), links,
 and the scale form. Refreshed from the poller's cache only, never from the source."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any
 from dash import dcc, html
 
 from toppipe.dashboard.formats import duration, size, when
+from toppipe.dashboard.views.logs import job_href, log_href
 from toppipe.dashboard.widgets import confirm, external_link, section, table
 
 SERVICE_ACTIONS = ("start", "stop", "restart")
@@ -91,10 +93,12 @@ def services_table(services: list[dict]) -> html.Table:
         health = html.Span("up" if s.get("healthy") else "DOWN", className="health-ok" if s.get("healthy") else "health-bad",
                            style={"color": "#16a34a" if s.get("healthy") else "#dc2626", "fontWeight": "bold"})  # fmt: skip
         buttons = html.Span([action_button(a, s["host"], s["name"]) for a in SERVICE_ACTIONS])
+        log = "" if s["name"].startswith("(") else dcc.Link("log", href=log_href(s["host"], s["name"]), className="service-log",
+                                                            id=f"service-log-{s['host']}-{s['name']}")  # fmt: skip
         rows.append((f"service-{s['host']}-{s['name']}", [
-            s["host"], s["name"], health, s.get("detail") or "", duration(s.get("uptime_s")), s.get("where") or "", buttons,
+            s["host"], s["name"], health, s.get("detail") or "", duration(s.get("uptime_s")), s.get("where") or "", log, buttons,
         ]))  # fmt: skip
-    return table("services-table", ("host", "service", "health", "detail", "uptime", "where", "actions"), rows)
+    return table("services-table", ("host", "service", "health", "detail", "uptime", "where", "log", "actions"), rows)
 
 
 def _worker_row(w: dict, first: str) -> tuple[str, list[Any]]:
@@ -115,7 +119,8 @@ def workers_sections(workers: list[dict], queue: list[dict]) -> list[Any]:
                        table(f"workers-host-{host}", ("slurm job", "worker", "threads", "memory", "cpu"),
                              [_worker_row(w, "slurm_job") for w in ws])])
              for host, ws in by_host.items()]  # fmt: skip
-    per_job = [html.Div([html.H3(f"Slurm job {job} ({jobs.get(job, {}).get('state', 'not in the queue')})", style={"fontSize": "1em"}),
+    per_job = [html.Div([html.H3([f"Slurm job {job} ({jobs.get(job, {}).get('state', 'not in the queue')}) ",
+                                  dcc.Link("output", href=job_href(job), className="job-log")], style={"fontSize": "1em"}),
                          table(f"workers-job-{job}", ("host", "worker", "threads", "memory", "cpu"), [_worker_row(w, "host") for w in ws])])
                for job, ws in sorted(by_job.items())]  # fmt: skip
     return [
@@ -129,8 +134,15 @@ def slurm_table(queue: list[dict]) -> html.Div | html.Table:
     if not queue:
         return html.Div("no Slurm jobs", id="slurm-queue")
     rows = [(f"slurm-job-{j['job_id']}", [j["job_id"], j.get("pool") or "-", j.get("state", "-"), j.get("node") or "-",
-                                          j.get("elapsed") or "-"]) for j in queue]  # fmt: skip
-    return table("slurm-queue", ("job", "pool", "state", "node", "elapsed"), rows)
+                                          j.get("elapsed") or "-", job_output(j)]) for j in queue]  # fmt: skip
+    return table("slurm-queue", ("job", "pool", "state", "node", "elapsed", "output"), rows)
+
+
+def job_output(job: dict) -> Any:
+    """A link to the job's output, once it runs (a pending job has written nothing)."""
+    if str(job.get("state", "")).upper() in ("PENDING", "PD"):
+        return "-"
+    return dcc.Link("output", href=job_href(str(job["job_id"])), className="job-log", id=f"job-log-{job['job_id']}")
 
 
 def _figure(title: str, unit: str, lines: dict[str, tuple[list, list]]) -> dict:
