@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from types import SimpleNamespace
 
 import pytest
 from dash import no_update
@@ -13,9 +14,10 @@ from dash import no_update
 from tests.unit.dashboard_fakes import T0, FakeSource
 from tests.unit.test_dashboard import TOKEN, ids, walk
 from toppipe.dashboard.app import make_app
-from toppipe.dashboard.site import inventory_host, masked, site_secrets
+from toppipe.dashboard.site import RealSite, inventory_host, masked, site_secrets
 from toppipe.dashboard.views import logs as logs_view
 from toppipe.dashboard.views.logs import TAIL_LINES, new_lines, stamp
+from toppipe.errors import ToppipeError
 
 
 @pytest.fixture
@@ -178,3 +180,31 @@ def test_every_secret_of_the_site_is_masked(tmp_path):
     assert secrets == ["r3dis-passw0rd-long", "MIIEvQIBADANBgkqhkiG9w0BAQEF"]
     text = masked("auth r3dis-passw0rd-long ok\nkey MIIEvQIBADANBgkqhkiG9w0BAQEF\nabc stays", secrets)
     assert text == "auth [secret] ok\nkey [secret]\nabc stays"
+
+
+def test_the_real_site_locates_a_log_once_and_reads_it_masked(tmp_path, monkeypatch):
+    import deploy.logs
+    from deploy import DeployError
+
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "dashboard_token").write_text("t0ken-t0ken-t0ken\n")
+    located = []
+
+    class Control:
+        def log_target(self, target):
+            located.append(target)
+            return SimpleNamespace(state_dir=tmp_path), f"log of {target}"
+
+    def read(site, found, lines):
+        if found == "log of node9/workers":
+            raise DeployError("cannot read the log of node9/workers: host node9 is unreachable (timed out)")
+        return f"{lines} lines of the {found}: token t0ken-t0ken-t0ken"
+
+    real = RealSite("lab")
+    monkeypatch.setattr(real, "control", Control)
+    monkeypatch.setattr(deploy.logs, "read", read)
+    assert real.read_log("login/scheduler", 5) == "5 lines of the log of login/scheduler: token [secret]"
+    assert real.read_log("login/scheduler", 7).startswith("7 lines")
+    assert located == ["login/scheduler"]  # located once, read twice
+    with pytest.raises(ToppipeError, match="^cannot read the log of node9/workers: host node9 is unreachable"):
+        real.read_log("node9/workers", 5)
