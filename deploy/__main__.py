@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "up":
             cmd.add_argument("-v", "--verbose", action="store_true", help="also list actions that changed nothing")
             cmd.add_argument("--no-check", action="store_true", help="skip the health checks after a successful deploy")
+        if name in ("up", "plan"):
+            cmd.add_argument("--full", action="store_true", help="check every action and run every Ansible role on every host, even on hosts found converged in one round trip")
         if name == "logs":
             cmd.add_argument("target", nargs="?", help="scheduler, HOST/SERVICE (node1/workers), a worker's name or address, or a Slurm job id")
             cmd.add_argument("-n", "--lines", type=int, default=20, help="how many of the last lines (default 20)")
@@ -99,7 +101,7 @@ def cmd_up(site: Site, args) -> int:
         printer(result)
 
     try:
-        result = lifecycle.up(_engine(), site, progress, note=lambda text: display.out(f"  {text}"))
+        result = lifecycle.up(_engine(), site, progress, note=lambda text: display.out(f"  {text}"), full=args.full)
     except DeployError as exc:
         journal.finish(exc.exit_code, None, str(exc))
         raise
@@ -155,7 +157,7 @@ def cmd_plan(site: Site, args) -> int:
     from deploy import lifecycle
 
     display.out(f"plan: site {site.name} from {site.inventory.parent}")
-    report = lifecycle.plan(_engine(), site)
+    report = lifecycle.plan(_engine(), site, full=args.full, note=lambda text: display.out(f"  {text}"))
     display.plan_table(report)
     return EXIT_FAILED if report.unreachable or report.failed else EXIT_OK
 

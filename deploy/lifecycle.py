@@ -15,11 +15,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from deploy import UserError, artifacts, images
+from deploy import UserError, artifacts, converged, images
 from deploy.access import files_entry, redis_entry
-from deploy.engine import Engine, Progress, RunReport
+from deploy.engine import ActionResult, Engine, Outcome, Progress, RunReport
 from deploy.inventory import Host, Site
-from deploy.resources import Action, Ensure, Service, ServiceSpec, Upload
+from deploy.resources import Absent, Action, AnsibleTasks, Ensure, Service, ServiceSpec, Upload
 from deploy.runtime import ServiceState, get_runtime
 from deploy.state import SiteFiles, site_files, write_connection
 from roles import HostContext, site_roles
@@ -108,15 +108,16 @@ def ship_actions(site: Site, ctxs: dict[str, HostContext], unreachable: dict[str
     return actions
 
 
-def ship_images(engine: Engine, site: Site, ctxs: dict[str, HostContext], progress: Progress | None) -> RunReport | None:
+def ship_images(engine: Engine, site: Site, ctxs: dict[str, HostContext], progress: Progress | None, settled: set[str] = frozenset()) -> RunReport | None:
     """Send the images that are missing, in a run of their own before anything starts.
 
     Hosts run their actions side by side, so a service on one host must not
     wait for an upload by another within one run; the images go first, in a
     separate engine run (a fresh engine of the same kind), and only when one
     is missing: an unchanged site asks one question per host and sends nothing.
+    Hosts in *settled* (converged, see :mod:`deploy.converged`) are neither asked nor sent to.
     """
-    wanted = ship_actions(site, ctxs, engine.unreachable(site))
+    wanted = ship_actions(site, ctxs, {**engine.unreachable(site), **{name: converged.FAST for name in settled}})
     if not wanted:
         return None
     by_host: dict[str, list[str]] = {}
@@ -172,7 +173,9 @@ def up_actions(site: Site, ctxs: dict[str, HostContext]) -> list[Action]:
 
 
 def down_actions(site: Site, ctxs: dict[str, HostContext], purge: bool) -> list[Action]:
-    actions = [Action(*row) for row in _per_role(site, ctxs, "down", reverse=True)]
+    # first the record of the last converged up: what follows changes what it vouched for
+    actions = [Action(h.name, "site", Absent(converged.record_path(ctxs[h.name].root))) for h in site.hosts]
+    actions += [Action(*row) for row in _per_role(site, ctxs, "down", reverse=True)]
     for host in site.hosts:
         runtime = get_runtime(host.runtime)
         leftovers = runtime.leftovers_command(site.name)
@@ -201,9 +204,11 @@ def _port_key(site: Site, port: int) -> str:
     return "toppipe.ports"
 
 
-def preflight(engine: Engine, site: Site, ctxs: dict[str, HostContext]) -> dict[tuple[str, str], ServiceState]:
-    """Refuse to start anything when a port a service needs is taken by another program."""
-    states = engine.service_states(site, services(site, ctxs))
+def preflight(engine: Engine, site: Site, ctxs: dict[str, HostContext], settled: set[str] = frozenset()) -> dict[tuple[str, str], ServiceState]:
+    """Refuse to start anything when a port a service needs is taken by another program
+    (on hosts not in *settled*, whose services all run as wanted)."""
+    wanted = [(host, spec) for host, spec in services(site, ctxs) if host not in settled]
+    states = engine.service_states(site, wanted) if wanted else {}
     for (host, name), state in sorted(states.items()):
         for hostport in state.busy_ports():
             port = int(hostport.rsplit(":", 1)[1])
@@ -269,22 +274,118 @@ def results_folder(site: Site, ctxs: dict[str, HostContext]) -> str:
     return ctxs[workers[0].name].path("results")
 
 
-def up(engine: Engine, site: Site, progress: Progress | None = None, note: Callable[[str], None] = lambda _: None) -> UpResult:
+def probed_actions(site: Site, ctxs: dict[str, HostContext], actions: list[Action]) -> dict[str, list[Action]]:
+    """Per host, what its fast-path probe checks and its record vouches for: each image it runs
+    (whichever host sends it) and its actions."""
+    by_host: dict[str, list[Action]] = {host.name: [] for host in site.hosts}
+    for host_name, names in images_used(site, ctxs).items():
+        ctx = ctxs[host_name]
+        if not ctx.host.is_local:
+            by_host[host_name] += [Action(host_name, "images", Upload(str(images.planned(n).path), ctx.images[n], named_by_content=True)) for n in names]
+    for action in actions:
+        by_host[action.host].append(action)
+    return {name: found for name, found in by_host.items() if found}
+
+
+def assess(engine: Engine, site: Site, ctxs: dict[str, HostContext], by_host: dict[str, list[Action]], full: bool = False) -> dict[str, converged.Verdict]:
+    """Each host's verdict from one probe per host, all side by side (no answer: the full run).
+    With *full* no host is probed: each runs in full."""
+    if full:
+        return {name: converged.Verdict(name, [converged.ASKED], had_record=True) for name in by_host}
+    outputs = engine.run_scripts(site, {name: converged.probe_script(site, ctxs[name].root, found) for name, found in by_host.items()})
+    if outputs is None:
+        return {name: converged.Verdict(name, [f"the {engine.name} engine cannot probe hosts"]) for name in by_host}
+    return {name: converged.judge(name, found, outputs.get(name)) for name, found in by_host.items()}
+
+
+def explain(verdicts: dict[str, converged.Verdict], by_host: dict[str, list[Action]], note: Callable[[str], None]) -> None:
+    """One line per host: converged, or why it runs in full; then whether each of its Ansible roles runs, and why."""
+    for name, verdict in sorted(verdicts.items()):
+        if verdict.converged:
+            note(f"{name}: {converged.FAST}")
+            continue
+        more = f" (and {len(verdict.reasons) - 1} more)" if len(verdict.reasons) > 1 else ""
+        note(f"{name}: full run: {verdict.reasons[0]}{more}")
+        for role in dict.fromkeys(a.resource.role for a in by_host.get(name, []) if isinstance(a.resource, AnsibleTasks)):
+            if verdict.role_runs(role):
+                note(f"{name}: ansible role {role} runs: {verdict.ansible.get(role, verdict.reasons[0])}")
+            else:
+                note(f"{name}: ansible role {role} {converged.ROLE_IN_PLACE}")
+
+
+def settled_results(actions: list[Action], verdicts: dict[str, converged.Verdict]) -> list[ActionResult]:
+    """Unchanged, without running them: every action of a converged host, and the Ansible roles
+    of the other hosts whose inputs are unchanged and whose managed paths did not drift."""
+    found = []
+    for action in actions:
+        verdict, role = verdicts.get(action.host), action.resource
+        if verdict is None:
+            continue
+        if verdict.converged:
+            why = f"not run: inputs unchanged, no drift; {converged.FAST}" if isinstance(role, AnsibleTasks) else converged.FAST
+            found.append(ActionResult(action, Outcome.UNCHANGED, why))
+        elif isinstance(role, AnsibleTasks) and not verdict.role_runs(role.role):
+            found.append(ActionResult(action, Outcome.UNCHANGED, converged.ROLE_IN_PLACE))
+    return found
+
+
+def _remember(engine: Engine, site: Site, ctxs: dict[str, HostContext], report: RunReport, by_host: dict[str, list[Action]], verdicts: dict[str, converged.Verdict]) -> None:
+    """Write the record of each host that ran in full and converged, with what its Ansible roles manage."""
+    ok = {name for name in by_host if name not in report.unreachable}
+    for result in report.results:
+        if result.outcome not in (Outcome.CHANGED, Outcome.UNCHANGED):
+            ok.discard(result.action.host)
+    managed = engine.managed_paths(site)
+    scripts = {}
+    for name in ok:
+        verdict, roles = verdicts[name], {}
+        for action in by_host[name]:
+            r = action.resource
+            if not isinstance(r, AnsibleTasks):
+                continue
+            before = verdict.before.get(r.role)
+            ran = verdict.role_runs(r.role)
+            roles[r.role] = converged.role_entry(r, managed.get(name, {}).get(r.role, []), before) if ran else before
+        scripts[name] = converged.write_script(ctxs[name].root, converged.record(by_host[name], roles))
+    if scripts:
+        engine.run_scripts(site, scripts)
+
+
+def up(engine: Engine, site: Site, progress: Progress | None = None, note: Callable[[str], None] = lambda _: None, full: bool = False) -> UpResult:
+    """Bring the site to its inventory's state: hosts found converged (one probe each, see
+    :mod:`deploy.converged`) are left alone, the others run every action but the Ansible roles
+    whose inputs are unchanged and whose managed paths did not drift; *full*: all of them, in full."""
     secrets = site_files(site)
     ctxs = contexts(engine, site, secrets, build_artifacts(site, note))
-    preflight(engine, site, ctxs)
+    actions = up_actions(site, ctxs)
+    by_host = probed_actions(site, ctxs, actions)
+    verdicts = assess(engine, site, ctxs, by_host, full)
+    explain(verdicts, by_host, note)
+    settled = {name for name, verdict in verdicts.items() if verdict.converged}
+    preflight(engine, site, ctxs, settled)
     build_images(site, ctxs, note)
     secrets.save(site)
-    shipped = ship_images(engine, site, ctxs, progress)
-    actions = up_actions(site, ctxs)
+    forget = {name: converged.forget_script(ctxs[name].root) for name, v in verdicts.items() if v.had_record and not v.converged}
+    if forget:  # a full run that stops half way must not leave a record vouching for the host
+        engine.run_scripts(site, forget)
+    fast = settled_results(actions, verdicts)
+    for result in fast:
+        if progress:
+            progress(result)
+    shipped = ship_images(engine, site, ctxs, progress, settled)
+    held = {id(result.action) for result in fast}
+    todo = [a for a in actions if id(a) not in held]
     # an agent in an allocation is found through the scheduler file its job writes: its tunnel
     # starts in a run of its own, once the run that submits the job has ended
-    following = [a for a in actions if a.role == "tunnel"] if site.agent_in_allocation else []
-    report = engine.apply(site, [a for a in actions if a not in following], progress)
+    following = [a for a in todo if a.role == "tunnel"] if site.agent_in_allocation else []
+    first = [a for a in todo if a not in following]
+    report = engine.apply(site, first, progress) if first else RunReport(unreachable=engine.unreachable(site))
     if following:
         report.results += follow_agent(engine, site, following, report, progress)
     if shipped is not None:  # an image that failed to arrive also fails the services that need it, by name
         report.results[:0] = shipped.results
+    _remember(engine, site, ctxs, report, {name: found for name, found in by_host.items() if name not in settled}, verdicts)
+    report.results[:0] = fast
     record = connection_record(site, ctxs)
     if report.ok:
         write_connection(site, record)
@@ -294,8 +395,6 @@ def up(engine: Engine, site: Site, progress: Progress | None = None, note: Calla
 def follow_agent(engine: Engine, site: Site, actions: list[Action], before: RunReport, progress: Progress | None) -> list:
     """The tunnel to an agent in an allocation, started after the run that submitted its job
     (skipped when that run did not converge)."""
-    from deploy.engine import ActionResult, Outcome
-
     if not before.ok:
         return [ActionResult(a, Outcome.SKIPPED, "not run: the site agent's job was not submitted") for a in actions]
     follower = type(engine)()
@@ -305,9 +404,22 @@ def follow_agent(engine: Engine, site: Site, actions: list[Action], before: RunR
         follower.close()
 
 
-def plan(engine: Engine, site: Site) -> RunReport:
+def plan(engine: Engine, site: Site, full: bool = False, note: Callable[[str], None] = lambda _: None) -> RunReport:
+    """What ``up`` would change, by the same path: converged hosts from their probe, the others
+    (and the Ansible roles that would run) in check mode; *note* says which and why, as ``up`` does."""
     ctxs = contexts(engine, site, site_files(site), build_artifacts(site, lambda _: None))
-    return engine.plan(site, ship_actions(site, ctxs, engine.unreachable(site)) + up_actions(site, ctxs))
+    actions = up_actions(site, ctxs)
+    by_host = probed_actions(site, ctxs, actions)
+    verdicts = assess(engine, site, ctxs, by_host, full)
+    explain(verdicts, by_host, note)
+    settled = {name for name, verdict in verdicts.items() if verdict.converged}
+    skip = {**engine.unreachable(site), **{name: converged.FAST for name in settled}}
+    fast = settled_results(actions, verdicts)
+    held = {id(result.action) for result in fast}
+    todo = ship_actions(site, ctxs, skip) + [a for a in actions if id(a) not in held]
+    report = engine.plan(site, todo) if todo else RunReport(unreachable=engine.unreachable(site))
+    report.results[:0] = fast
+    return report
 
 
 def down(engine: Engine, site: Site, purge: bool, progress: Progress | None = None) -> RunReport:

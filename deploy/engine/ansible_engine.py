@@ -6,7 +6,9 @@ generated file with what toppipe knows per host (``toppipe_root``...). Every
 run gets a private data directory of its own, removed afterwards; its
 output stays in ``<state>/ansible/<role>.log``. The event stream becomes the
 same :class:`ActionResult` s the pyinfra engine reports, one per task and
-host, so progress, summary and journal read alike for both engines.
+host, so progress, summary and journal read alike for both engines. From the
+same events, an ``up`` learns which paths each role manages on each host
+(:func:`managed_paths`), which the fast path (:mod:`deploy.converged`) probes.
 
 ``plan`` is Ansible's check mode, with its limits: a task whose module cannot
 predict its change (``command``, ``shell`` without ``creates``) is skipped
@@ -69,6 +71,37 @@ def _message(result: dict) -> str:
     return " / ".join(part for part in [msg, *shown] if part) or "failed with no message"
 
 
+#: The states of file-like modules' results (file, copy, template, get_url...) a probe can check.
+_PROBED_STATES = ("file", "directory", "absent")
+
+
+def managed_paths(result: dict) -> list[dict]:
+    """The paths a task's result says it manages on its host, as :mod:`deploy.converged` records them.
+
+    Results of file-like modules carry ``dest`` or ``path`` and a ``state`` (file, directory,
+    absent); a file's ``checksum`` (sha1) is its content, and its mode counts only when the task
+    asked for one. Anything else (asserts, shell, users, delegated tasks) manages nothing a
+    probe can look at. A loop's items are read one by one.
+    """
+    if isinstance(result.get("results"), list):
+        return [entry for item in result["results"] if isinstance(item, dict) for entry in managed_paths(item)]
+    if result.get("failed") or result.get("skipped") or result.get("_ansible_delegated_vars"):
+        return []
+    path, state = result.get("dest") or result.get("path"), result.get("state")
+    if not isinstance(path, str) or not path.startswith("/") or "\n" in path or state not in _PROBED_STATES:
+        return []
+    entry: dict = {"path": path, "kind": state}
+    asked = ((result.get("invocation") or {}).get("module_args") or {}).get("mode")
+    if state != "absent" and asked is not None and isinstance(result.get("mode"), str):
+        try:
+            entry["mode"] = f"{int(result['mode'], 8):o}"
+        except ValueError:
+            pass
+    if state == "file" and isinstance(result.get("checksum"), str):
+        entry["sha1"] = result["checksum"]
+    return [entry]
+
+
 def _play(actions: list[Action]) -> dict:
     """One play running one task file of one role on the hosts of *actions*."""
     first: AnsibleTasks = actions[0].resource  # type: ignore[assignment]
@@ -112,11 +145,12 @@ def _host_vars(site: Site, actions: Iterable[Action]) -> dict:
 class _Events:
     """Turns ansible-runner's events into action results as tasks end on each host."""
 
-    def __init__(self, by_host: dict[str, Action], progress: Progress | None):
-        self.by_host, self.progress = by_host, progress
+    def __init__(self, by_host: dict[str, Action], progress: Progress | None, learn_paths: bool = False):
+        self.by_host, self.progress, self.learn_paths = by_host, progress, learn_paths
         self.results: list[ActionResult] = []
         self.unreachable: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
+        self.managed: dict[str, list[dict]] = {host: [] for host in by_host}  # with learn_paths
 
     def __call__(self, event: dict) -> bool:
         kind = event.get("event")
@@ -137,6 +171,8 @@ class _Events:
             outcome, message = Outcome.CHANGED, ""
         else:
             outcome, message = Outcome.UNCHANGED, ""
+        if kind == "runner_on_ok" and self.learn_paths:
+            self.managed[host] += managed_paths(result)
         found = ActionResult(action, outcome, message)
         self.results.append(found)
         if self.progress:
@@ -157,9 +193,13 @@ class AnsibleEngine(Engine):
 
     def __init__(self) -> None:
         self._unreachable: dict[str, dict[str, str]] = {}
+        self._managed: dict[str, dict[str, dict[str, list[dict]]]] = {}
 
     def unreachable(self, site: Site) -> dict[str, str]:
         return dict(self._unreachable.get(site.name, {}))
+
+    def managed_paths(self, site: Site) -> dict[str, dict[str, list[dict]]]:
+        return {host: dict(roles) for host, roles in self._managed.get(site.name, {}).items()}
 
     def apply(self, site: Site, actions: list[Action], progress: Progress | None = None) -> RunReport:
         return self._run_all(site, actions, progress, check=False)
@@ -176,8 +216,11 @@ class AnsibleEngine(Engine):
     def _run(self, site: Site, play: list[Action], progress: Progress | None, check: bool) -> RunReport:
         """One play through ansible-runner, in a private data directory of its own."""
         role: AnsibleTasks = play[0].resource  # type: ignore[assignment]
-        events = _Events({a.host: a for a in play}, progress)
+        events = _Events({a.host: a for a in play}, progress, learn_paths=not check)
         status, rc, output = self._runner(site, [_play(play)], _host_vars(site, play), events, check)
+        if not check:
+            for host, paths in events.managed.items():
+                self._managed.setdefault(site.name, {}).setdefault(host, {})[role.role] = paths
         log = private_dir(site.state_dir / "ansible") / f"{role.role}.log"
         write_private(log, output)
         report = RunReport(results=events.results, unreachable=events.unreachable)

@@ -137,6 +137,16 @@ class Engine(abc.ABC):
         """Hosts of *site* this engine could not reach, with why."""
         return {}
 
+    def managed_paths(self, site: Site) -> dict[str, dict[str, list[dict]]]:
+        """Per host and Ansible role run by :meth:`apply`, the paths its tasks manage there
+        (see :func:`deploy.engine.ansible_engine.managed_paths`); engines without roles: none."""
+        return {}
+
+    def run_scripts(self, site: Site, scripts: dict[str, str]) -> dict[str, str] | None:
+        """Run one bash script per host (all hosts side by side); the stdout of each that ran it
+        to exit 0. None: this engine cannot, and its callers take the full path."""
+        return None
+
     @abc.abstractmethod
     def home_dirs(self, site: Site) -> dict[str, str]:
         """The deploying user's home folder on each reachable remote host."""

@@ -89,5 +89,11 @@ class SiteEngine(Engine):
     def home_dirs(self, site: Site) -> dict[str, str]:
         return self.pyinfra.home_dirs(site)
 
+    def managed_paths(self, site: Site) -> dict[str, dict[str, list[dict]]]:
+        return self._ansible.managed_paths(site) if self._ansible is not None else {}
+
+    def run_scripts(self, site: Site, scripts: dict[str, str]) -> dict[str, str] | None:
+        return self.pyinfra.run_scripts(site, scripts)
+
     def leftovers(self, site: Site) -> dict[str, list[int]]:
         return self.pyinfra.leftovers(site)
