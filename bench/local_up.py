@@ -1,5 +1,6 @@
 """Side by side, in one run: the first ``up`` of the local site against a no-op
-second ``up``, and ``import toppipe`` + ``connect`` against bare
+second ``up`` (the fast path, and ``--full``, every action checked, against
+starting the deploy command), and ``import toppipe`` + ``connect`` against bare
 ``import distributed`` (the floor any dask client pays).
 
     .venv/bin/python bench/local_up.py [--repeat 5]
@@ -46,6 +47,9 @@ def main() -> int:
             print("first up (cold) ...", file=sys.stderr, flush=True)
             first = timed([*deploy, "up", "inventories/local"], env)
             noop = [timed([*deploy, "up", "inventories/local"], env) for _ in range(args.repeat)]
+            noop_bare = [timed([*deploy, "up", "inventories/local", "--no-check"], env) for _ in range(args.repeat)]
+            noop_full = [timed([*deploy, "up", "inventories/local", "--no-check", "--full"], env) for _ in range(args.repeat)]
+            start = [timed([*deploy, "--help"], env) for _ in range(args.repeat)]
             connect = [inner(CONNECT, env) for _ in range(args.repeat)]
             floor = [inner(IMPORT_ONLY, env) for _ in range(args.repeat)]
         finally:
@@ -53,6 +57,9 @@ def main() -> int:
     rows = [
         ("first up (cold)", first, None, None),
         ("no-op up (median)", statistics.median(noop), first, 2.0),
+        ("deploy --help (floor)", statistics.median(start), None, None),
+        ("no-op up --no-check", statistics.median(noop_bare), statistics.median(start), None),
+        ("  the same, --full", statistics.median(noop_full), statistics.median(start), None),
         ("import distributed", statistics.median(floor), None, None),
         ("import toppipe + connect", statistics.median(connect), statistics.median(floor), 0.6),
     ]
@@ -61,7 +68,7 @@ def main() -> int:
         ratio = f"{value / base:.2f}" if base else "-"
         verdict = ("ok" if value < target else "SLOW") if target else ""
         print(f"{name:<26}{value:>9.3f}{ratio:>8}{(f'<{target}' if target else '-'):>9}  {verdict}")
-    print(f"(ratio: against the line above it; {args.repeat} repeats, median)")
+    print(f"(ratio: against the first up, deploy --help or import distributed; {args.repeat} repeats, median)")
     return 0
 
 
