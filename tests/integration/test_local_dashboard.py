@@ -1,7 +1,8 @@
 """The site dashboard that ``up`` starts on the local site: served by waitress on loopback
 only, nothing answered without its token (pages, Dash's own endpoints, callbacks), and in a
 real browser (Debian's Chromium through Playwright) the site page and a run's page, whose
-task graph (dash-cytoscape) is coloured by state and selects a task on a click. Screenshots go
+task graph (dash-cytoscape) is coloured by state and selects a task on a click, a service's log
+that follows new lines (secrets masked), and a failed task's worker log. Screenshots go
 to the test's temporary folder, or to docs/ for the README with TOPPIPE_UPDATE_SCREENSHOTS=1."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -191,3 +193,31 @@ def test_the_run_page_draws_the_graph_by_state_and_a_click_selects_a_task(page, 
     page.evaluate("window.scrollTo(0, 0)")
     page.evaluate("document.querySelectorAll('pre').forEach(pre => pre.innerText = pre.innerText.replace(/\\/\\S*\\/pipelines\\//g, 'pipelines/'))")
     page.screenshot(path=screenshot_path("dashboard-run.png", tmp_path), full_page=True)  # paths of this machine left out
+
+
+def test_a_services_log_follows_new_lines_without_a_reload_and_masks_secrets(page, state, tmp_path):
+    page.click("#service-log-localhost-scheduler", timeout=30_000)  # the site page's link
+    page.wait_for_function("(document.querySelector('#log-text') || {innerText: ''}).innerText.includes('distributed')", timeout=30_000)
+    assert page.url.endswith("/logs/localhost/scheduler")
+    page.evaluate("window.notReloaded = true")
+    password = (state / "local" / "secrets" / "redis_password").read_text().strip()
+    probe = f"toppipe-dashboard-probe-{time.time_ns()}"
+    with open(state / "local" / "services" / "scheduler" / "log", "a") as log:
+        log.write(f"{probe} password={password}\n")
+    page.wait_for_function(f"document.querySelector('#log-text').innerText.includes('{probe}')", timeout=30_000)
+    shown = page.inner_text("#log-text")
+    assert f"{probe} password=[secret]" in shown and password not in page.content()
+    assert page.evaluate("window.notReloaded === true")
+    page.evaluate("(box => { box.innerText = box.innerText.replace(/\\/\\S*\\/site-packages\\//g, 'site-packages/');"
+                  " box.scrollTop = box.scrollHeight; })(document.querySelector('#log-text'))")  # paths of this machine left out
+    page.screenshot(path=screenshot_path("dashboard-logs.png", tmp_path), full_page=True)
+
+
+def test_a_failed_tasks_worker_log_is_one_click_from_its_run(page, app, failed_run):
+    url, _ = app
+    page.goto(f"{url}runs/{failed_run.id}")
+    page.click("#worker-log-quality", timeout=60_000)
+    page.wait_for_function("(document.querySelector('#task-log-text') || {innerText: ''}).innerText.includes('station cph')",
+                           timeout=30_000)  # fmt: skip
+    assert page.inner_text("#task-log-name") == "quality"
+    assert page.inner_text("#task-log-whole") == "localhost/workers: the whole log"

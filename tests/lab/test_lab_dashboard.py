@@ -1,7 +1,8 @@
 """The site dashboard served by ``up`` on the lab, in a real browser: Debian's
 Chromium driven by Playwright. Pages load, a run's page follows the run while
-it progresses, an action works and is journaled, an unauthenticated request
-is refused, and the Slurm controller sees toppipe's queue queries at most
+it progresses, a failed Slurm task's job output is one click from its run,
+an action works and is journaled, an unauthenticated request is refused,
+and the Slurm controller sees toppipe's queue queries at most
 once every few seconds. Screenshots go to the test's temporary folder, or to
 docs/ for the README with TOPPIPE_UPDATE_SCREENSHOTS=1."""
 
@@ -86,6 +87,29 @@ def test_the_run_page_follows_a_run_while_it_progresses(page, app, session, tmp_
     page.goto(f"{url}runs")
     page.wait_for_selector("#runs-table", timeout=30_000)
     assert run.id in page.inner_text("#runs-table")
+
+
+def test_a_failed_slurm_tasks_job_output_is_one_click_from_the_run_page(page, app, session, tmp_path):
+    path = tmp_path / "pipelines" / "broken.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("from toppipe.pipeline import task\n\n@task\ndef broken():\n    raise ValueError('broken on purpose')\n")
+    session.scale(1, on="slurm")
+    try:
+        run = session.load(path).run(on="slurm", force=True)
+        with pytest.raises(Exception, match="broken on purpose"):
+            run.wait(timeout=300)
+        url, _ = app
+        page.goto(f"{url}runs/{run.id}")
+        page.click("#worker-log-broken", timeout=60_000)  # the one click
+        page.wait_for_function("(document.querySelector('#task-log-text') || {innerText: ''}).innerText.includes('broken on purpose')",
+                               timeout=60_000)  # fmt: skip
+        where = page.inner_text("#task-log-where")
+        assert "Slurm job" in where, where
+        job = where.split("Slurm job ")[1].split(",")[0]
+        assert page.get_attribute("#task-log-whole", "href") == f"/logs/slurm-job/{job}"
+        page.screenshot(path=screenshot_path("dashboard-task-log.png", tmp_path), full_page=True)
+    finally:
+        session.scale(0, on="slurm")
 
 
 def test_an_action_restarts_a_service_and_is_journaled(page, state_dir, lab):
