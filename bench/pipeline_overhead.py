@@ -156,6 +156,10 @@ def main() -> int:
 
         session = toppipe.connect(site)
         stack.callback(session.close)
+        if not args.site:  # all of the inventory's workers: one still joining gave the floor one worker fewer
+            from deploy.inventory.loader import load_site
+
+            session.wait_for_workers(sum(host.workers for host in load_site(REPO / args.inventory).group("workers")))
         workers, threads, memory = site_workers(session)
         session.wait_for_workers(workers)
         floor = stack.enter_context(floor_client(workers, threads, memory))
