@@ -69,6 +69,36 @@ def test_the_site_page_shows_every_service_and_worker(page, tmp_path):
     page.screenshot(path=screenshot_path("dashboard-site.png", tmp_path))
 
 
+def test_a_nodes_service_log_follows_new_lines_without_a_reload(page, lab):
+    """node1's workers log, read through the jump: a line appended on node1 reaches the open page."""
+    page.click("#service-log-node1-workers", timeout=30_000)  # the site page's link
+    page.wait_for_function("(document.querySelector('#log-text') || {innerText: ''}).innerText.includes('distributed')", timeout=60_000)
+    assert page.url.endswith("/logs/node1/workers")
+    page.evaluate("window.notReloaded = true")
+    probe = f"toppipe-dashboard-probe-{time.time_ns()}"
+    lab.ssh("node1", f"echo {probe} >> ~/.toppipe/lab/services/workers/log")
+    page.wait_for_function(f"document.querySelector('#log-text').innerText.includes('{probe}')", timeout=60_000)
+    assert page.evaluate("window.notReloaded === true")
+
+
+def test_the_history_plots_show_a_short_computation_on_the_lab(page, session):
+    """200 tasks on the lab's workers: a sample of the agent (every 10 s) after them counts
+    them, and the site page's plots (open since before) draw a throughput above zero."""
+    started = time.time()
+    done_before = max((s["done"] for s in session.history(since=started - 60)), default=0)
+    futures = session.client.map(lambda x: x + 1, range(200), pure=False)
+    assert sum(session.client.gather(futures)) == sum(range(1, 201))
+    deadline = time.monotonic() + 60
+    while not any(s["time"] > started and s["done"] >= done_before + 200 and s["throughput"] > 0 for s in session.history(since=started)):
+        assert time.monotonic() < deadline, "no sample of the agent counted the 200 tasks within 60 s"
+        time.sleep(1)
+    page.wait_for_function(
+        "document.querySelectorAll('#history-plots .js-plotly-plot').length === 4 && "
+        "Math.max(...document.querySelector('#history-throughput .js-plotly-plot').data[0].y) > 0", timeout=60_000,
+    )  # fmt: skip
+    assert page.locator("#history-cpu .gtitle").first.text_content() == "CPU per host"
+
+
 def test_the_run_page_follows_a_run_while_it_progresses(page, app, session, tmp_path):
     path = tmp_path / "pipelines" / "steps.py"
     path.parent.mkdir(parents=True)
