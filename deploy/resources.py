@@ -96,6 +96,11 @@ class ServiceSpec:
     then, if the new definition does not start, the last one that did runs
     again, with its copies of ``files`` (the configuration files it reads at
     start) put back. Neither is part of the digest: they change no process.
+
+    ``after`` names services of the same host this one needs running before it
+    starts (workers: the scheduler); services that do not need each other start
+    side by side. ``stop_grace`` is how many seconds its processes get between
+    SIGTERM and SIGKILL. Neither is part of the digest either.
     """
 
     site: str
@@ -113,6 +118,8 @@ class ServiceSpec:
     runtime: str | None = None
     check_argv: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    stop_grace: float = 5.0
 
     @property
     def marker(self) -> str:
@@ -123,6 +130,7 @@ class ServiceSpec:
         """Changes whenever a restart is needed to apply this spec."""
         fields = asdict(self)
         del fields["check_argv"], fields["files"]  # what is checked and kept, not what runs
+        del fields["after"], fields["stop_grace"]  # when it starts and how it is stopped, not what runs
         for key in ("image", "binds", "stop_argv", "runtime"):  # left out when unset, so that the digests of
             if not fields[key]:  # specs without a container stay what they were
                 del fields[key]

@@ -26,9 +26,10 @@ from pyinfra.api.state import BaseStateCallback
 from pyinfra.operations import files
 
 from deploy.engine.base import FAILED_EARLIER, ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.engine.batches import host_batches, prerequisites
 from deploy.inventory import Host, Site, jumps
 from deploy.resources import Absent, Action, Directory, Ensure, File, Service, ServiceSpec, Upload
-from deploy.runtime import ServiceState, Step, get_runtime, next_step, refusal, runtime_for
+from deploy.runtime import ServiceState, Step, get_runtime, next_step, refusal, runtime_for, side_by_side
 
 for _noisy in ("pyinfra", "paramiko"):
     logging.getLogger(_noisy).setLevel(logging.CRITICAL)
@@ -151,17 +152,66 @@ def _service(spec_status: str, commands: dict[Step, str], digest: str, running: 
         yield _bash(commands[step])
 
 
+@operation(is_idempotent=True)
+def _services(members: list[tuple[str, str, dict[Step, str], str, bool, tuple[str, ...]]]) -> Iterator[str]:
+    """Several services' steps side by side (:mod:`deploy.runtime.side_by_side`), each judged from its status;
+    a member is (name, status script, commands, digest, running, prerequisites)."""
+    from pyinfra import host
+
+    asked = side_by_side.statuses({name: status for name, status, *_ in members})  # one round trip for all
+    statuses = side_by_side.parse_statuses(host.get_fact(ShellOutput, script=asked))
+    todo = []
+    for name, _, commands, digest, running, after in members:
+        step = next_step(ServiceState.parse(statuses.get(name, "")), digest, running)
+        if step is not Step.NOTHING:
+            todo.append(side_by_side.Member(name, commands[step], after))
+    if todo:
+        yield _bash(side_by_side.script(todo))
+
+
+def _failure(output: str) -> str:
+    """One line from a failed command's output: its first line and its last two."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    shown = lines[:1] + lines[-2:] if len(lines) > 3 else lines
+    return " / ".join(shown) or "failed with no output"
+
+
 def _result(action: Action, meta) -> ActionResult:
     """An action's outcome from its completed (or never run) pyinfra operation."""
     if not meta.is_complete():
         return ActionResult(action, Outcome.SKIPPED, FAILED_EARLIER)
     if meta.did_error():
-        lines = [line for line in (meta.stderr or meta.stdout).strip().splitlines() if line.strip()]
-        shown = lines[:1] + lines[-2:] if len(lines) > 3 else lines
-        return ActionResult(action, Outcome.FAILED, " / ".join(shown) or "failed with no output")
+        return ActionResult(action, Outcome.FAILED, _failure(meta.stderr or meta.stdout))
     if isinstance(action.resource, Service) and (why := refusal(meta.stdout)):
         return ActionResult(action, Outcome.REFUSED, why)
     return ActionResult(action, Outcome.CHANGED if meta.did_change() else Outcome.UNCHANGED)
+
+
+def _batch_results(actions: tuple[Action, ...], meta) -> list[ActionResult]:
+    """Each service's outcome from the operation that ran a batch of them side by side."""
+    if len(actions) == 1:
+        return [_result(actions[0], meta)]
+    if not meta.is_complete():
+        return [ActionResult(a, Outcome.SKIPPED, FAILED_EARLIER) for a in actions]
+    found = side_by_side.parse(meta.stdout)
+    results = []
+    for action in actions:
+        spec = action.resource.spec  # type: ignore[union-attr]
+        member = found.get(spec.name)
+        if member is None and meta.did_error() and not found:  # the script itself failed
+            results.append(ActionResult(action, Outcome.FAILED, _failure(meta.stderr or meta.stdout)))
+        elif member is None:  # already as wanted: nothing was run
+            results.append(ActionResult(action, Outcome.UNCHANGED))
+        elif member.rc is None:
+            failed = [dep for dep in spec.after if dep in found and found[dep].rc != 0]
+            results.append(ActionResult(action, Outcome.SKIPPED, f"not run: {', '.join(failed) or 'a service before it'} did not start"))
+        elif member.rc != 0:
+            results.append(ActionResult(action, Outcome.FAILED, _failure(member.stderr or member.stdout)))
+        elif why := refusal(member.stdout):
+            results.append(ActionResult(action, Outcome.REFUSED, why))
+        else:
+            results.append(ActionResult(action, Outcome.CHANGED))
+    return results
 
 
 class _Progress(BaseStateCallback):
@@ -172,7 +222,7 @@ class _Progress(BaseStateCallback):
     is reported when the host starts its next one; the last ones at the end.
     """
 
-    def __init__(self, ops: dict[tuple[str, str], Action], progress: Progress | None):
+    def __init__(self, ops: dict[tuple[str, str], tuple[Action, ...]], progress: Progress | None):
         self.ops, self.progress = ops, progress
         self.reported: set[tuple[str, str]] = set()
         self.previous: dict[str, str] = {}
@@ -184,13 +234,13 @@ class _Progress(BaseStateCallback):
         if (host.name, op_hash) in self.ops:
             self.previous[host.name] = op_hash
 
-    def report(self, state: State, host, key: tuple[str, str]) -> ActionResult:
-        result = _result(self.ops[key], state.get_op_data_for_host(host, key[1]).operation_meta)
+    def report(self, state: State, host, key: tuple[str, str]) -> list[ActionResult]:
+        results = _batch_results(self.ops[key], state.get_op_data_for_host(host, key[1]).operation_meta)
         if key not in self.reported:
             self.reported.add(key)
-            if self.progress:
+            for result in results if self.progress else ():
                 self.progress(result)
-        return result
+        return results
 
 
 def connect_each(state: State) -> dict[object, BaseException]:
@@ -315,6 +365,19 @@ class PyinfraEngine(Engine):
 
     # -- operations ------------------------------------------------------
 
+    def _add_batch(self, state: State, host, batch: list[Action], site: Site, site_host: Host) -> str:
+        """One operation starting or stopping the services of *batch* side by side."""
+        after = prerequisites(batch)
+        members = []
+        for action in batch:
+            spec, running = action.resource.spec, action.resource.running  # type: ignore[union-attr]
+            runtime = runtime_for(site_host, spec)
+            commands = {Step.START: runtime.start_command(spec), Step.KEEP: runtime.keep_command(spec),
+                        Step.STOP: runtime.stop_command(spec)}  # fmt: skip
+            members.append((spec.name, runtime.status_command(spec), commands, spec.digest(), running, after[spec.name]))
+        name = f"{batch[0].role}: services side by side ({', '.join(a.resource.describe() for a in batch)})"
+        return add_op(state, _services, members=members, host=host, name=name)[host]._hash
+
     def _add(self, state: State, host, action: Action, site: Site, site_host: Host, known: dict[str, PathState] | None = None) -> str:
         resource = action.resource
         name = f"{action.role}: {resource.describe()}"
@@ -351,21 +414,27 @@ class PyinfraEngine(Engine):
         return result[host]._hash
 
     def _build(self, site: Site, actions: list[Action], check_for_changes: bool):
+        """The run's operations: per host in order, a batch of services as one (not in a plan, which
+        judges each action on its own); *metas* lists (actions, host, operation) in that order."""
         state, hosts, unreachable = self._connect(site, check_for_changes)
-        ops: dict[tuple[str, str], Action] = {}
+        ops: dict[tuple[str, str], tuple[Action, ...]] = {}
         metas = []
         paths: dict[str, list[str]] = {}
         for action in actions:
             if isinstance(action.resource, (Directory, File)) and action.host in hosts:
                 paths.setdefault(action.host, []).append(action.resource.path)
         known = {name: _path_states(hosts[name], found) for name, found in paths.items()}
-        for action in actions:
-            host = hosts.get(action.host)
+        groups = [[a] for a in actions] if check_for_changes else host_batches(actions)
+        for group in groups:
+            host = hosts.get(group[0].host)
             if host is None:
                 continue
-            op_hash = self._add(state, host, action, site, site.host(action.host), known.get(action.host))
-            ops[(host.name, op_hash)] = action
-            metas.append((action, host, op_hash))
+            if len(group) > 1:
+                op_hash = self._add_batch(state, host, group, site, site.host(group[0].host))
+            else:
+                op_hash = self._add(state, host, group[0], site, site.host(group[0].host), known.get(group[0].host))
+            ops[(host.name, op_hash)] = tuple(group)
+            metas.append((tuple(group), host, op_hash))
         return state, ops, metas, unreachable
 
     def apply(self, site: Site, actions: list[Action], progress: Progress | None = None) -> RunReport:
@@ -379,7 +448,7 @@ class PyinfraEngine(Engine):
             pass  # every remaining host failed; the per-action results say where and why
         report = RunReport(unreachable=unreachable)
         for _, host, op_hash in metas:
-            report.results.append(callback.report(state, host, (host.name, op_hash)))
+            report.results += callback.report(state, host, (host.name, op_hash))
         for action in actions:
             if action.host in report.unreachable:
                 report.results.append(ActionResult(action, Outcome.SKIPPED, report.unreachable[action.host]))
@@ -388,7 +457,7 @@ class PyinfraEngine(Engine):
     def plan(self, site: Site, actions: list[Action]) -> RunReport:
         state, _, metas, unreachable = self._build(site, actions, check_for_changes=True)
         report = RunReport(unreachable=unreachable)
-        for action, host, op_hash in metas:
+        for (action,), host, op_hash in metas:
             meta = state.get_op_data_for_host(host, op_hash).operation_meta
             report.results.append(ActionResult(action, Outcome.CHANGED if meta.will_change else Outcome.UNCHANGED))
         return report

@@ -255,7 +255,7 @@ image={q(image)}
 mkdir -p "$d" && chmod 700 "$d"
 {_clean_shutdown(spec)}
 stop_instances "$inst"
-{kill_marked(spec.marker, fixed=True)}
+{kill_marked(spec.marker, fixed=True, grace=spec.stop_grace)}
 rm -f "$d/pid" "$d/digest"
 [ -r "$image" ] || {{ echo "{spec.name}: no image $image on $(hostname)" >&2; exit 1; }}
 cd {q(spec.workdir)}
@@ -274,7 +274,7 @@ pid=$!
 echo "$pid" > "$d/pid"; echo {q(spec.digest())} > "$d/digest"
 found=""
 {wait_until_ready(spec.name, probes, spec.start_timeout, on_exit=_STOP_ON_EXIT, each_step=_FIND_SERVICE_PID,
-                  guard='[ -n "$found" ] && ', on_timeout=_STOP_ON_EXIT + chr(10) + kill_marked(spec.marker, fixed=True))}"""
+                  guard='[ -n "$found" ] && ', on_timeout=_STOP_ON_EXIT + chr(10) + kill_marked(spec.marker, fixed=True, grace=spec.stop_grace))}"""
 
     def stop_command(self, spec: ServiceSpec) -> str:
         return f"""set -u
@@ -284,7 +284,7 @@ d={q(spec.rundir)}
 inst={q(instance_name(spec.site, spec.name))}
 {_clean_shutdown(spec)}
 stop_instances "$inst"
-{kill_marked(spec.marker, fixed=True)}
+{kill_marked(spec.marker, fixed=True, grace=spec.stop_grace)}
 rm -f "$d/pid" "$d/digest"
 """
 

@@ -62,7 +62,7 @@ echo "$out"
 umask 077  # whatever the service writes is its owner's alone
 d={_q(spec.rundir)}
 mkdir -p "$d" && chmod 700 "$d"
-{_kill_marked(spec.marker, fixed=True)}
+{_kill_marked(spec.marker, fixed=True, grace=spec.stop_grace)}
 rm -f "$d/pid" "$d/digest"
 cd {_q(spec.workdir)}
 {open_log()}
@@ -70,13 +70,13 @@ echo "--- $(date -u +%FT%TZ) starting {spec.name}" >> "$log"
 ( {_environment(spec, marked=True)}setsid {argv} ) </dev/null >>"$log" 2>&1 &
 pid=$!
 echo "$pid" > "$d/pid"; echo {_q(spec.digest())} > "$d/digest"
-{wait_until_ready(spec.name, probes, spec.start_timeout, on_timeout=_kill_marked(spec.marker, fixed=True) + chr(10) + 'rm -f "$d/pid" "$d/digest"')}"""
+{wait_until_ready(spec.name, probes, spec.start_timeout, on_timeout=_kill_marked(spec.marker, fixed=True, grace=spec.stop_grace) + chr(10) + 'rm -f "$d/pid" "$d/digest"')}"""
 
     def stop_command(self, spec: ServiceSpec) -> str:
         return f"""set -u
 d={_q(spec.rundir)}
 {_clean_shutdown(spec)}
-{_kill_marked(spec.marker, fixed=True)}
+{_kill_marked(spec.marker, fixed=True, grace=spec.stop_grace)}
 rm -f "$d/pid" "$d/digest"
 """
 

@@ -9,6 +9,7 @@ import shlex
 
 from deploy.resources import ServiceSpec
 
+#: Seconds a service's processes get between SIGTERM and SIGKILL (``ServiceSpec.stop_grace``), and a site sweep's.
 STOP_GRACE_SECONDS = 10
 
 
@@ -23,14 +24,17 @@ def marked_pids(pattern: str, fixed: bool) -> str:
     return f"grep {flag} {q('TOPPIPE_SERVICE=' + pattern)} /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx $$"
 
 
-def kill_marked(pattern: str, fixed: bool) -> str:
-    """Bash that stops every process whose environment matches *pattern*."""
+def kill_marked(pattern: str, fixed: bool, grace: float = STOP_GRACE_SECONDS) -> str:
+    """Bash that stops every process whose environment matches *pattern*: SIGTERM, then
+    SIGKILL to those still alive after *grace* seconds."""
     return f"""
 pids=$({marked_pids(pattern, fixed)} || true)
 if [ -n "$pids" ]; then
   kill -TERM $pids 2>/dev/null || true
-  for _ in $(seq 1 {STOP_GRACE_SECONDS * 10}); do
-    alive=""; for p in $pids; do [ -d /proc/$p ] && alive="$alive $p"; done
+  for _ in $(seq 1 {max(1, round(grace * 10))}); do
+    alive=""; for p in $pids; do  # a zombie has ended: its reaper (the host's init) may take a second
+      st=$(cat /proc/$p/stat 2>/dev/null) || continue; st=${{st##*) }}; [ "${{st%% *}}" = Z ] || alive="$alive $p"
+    done
     [ -z "$alive" ] && break; sleep 0.1
   done
   [ -n "$alive" ] && kill -KILL $alive 2>/dev/null || true

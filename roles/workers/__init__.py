@@ -88,7 +88,8 @@ class WorkersRole(Role):
             # exits, and starts again with the address the scheduler file names then
             argv = ["sh", "-c", 'while :; do "$@"; sleep 2; done', "workers", *argv, "--death-timeout", str(FOLLOW_SECONDS)]
         env = (("TOPPIPE_HOST", ctx.host.name), ("TOPPIPE_POOL", pool.name))
-        return ctx.spec(service, argv, image="compute", env=env, with_project=True)
+        # on the scheduler's host, started once the scheduler answers (the address they are given)
+        return ctx.spec(service, argv, image="compute", env=env, with_project=True, after=("scheduler",))
 
     def extra_services(self, ctx: HostContext, pool: Pool) -> list[ServiceSpec]:
         """Every service ``session.scale`` may add to *pool* on the host."""
