@@ -1,0 +1,99 @@
+"""Side by side, in one run: the local site's first ``up`` against the slowest of its services'
+own start times, and its ``down`` against their own stop times (issue 19: services started side by side, stopped together).
+
+    .venv/bin/python bench/local_start_stop.py [--repeat 3]
+
+Each round, in a throw-away state folder: ``up`` from nothing (timed as the user runs it, with
+its checks, and the same without them: ``--no-check``), then each service stopped and started
+again alone (both timed) with the very script ``up`` runs for it (its own start time, the others running),
+then ``down`` (timed). Medians over the rounds. Targets: first up at most 1.3x the slowest own
+start; down at most 2 s (shown against the slowest service's own stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+INVENTORY = "inventories/local"
+
+#: Prints "stop <service> <seconds>" and "start <service> <seconds>" per service: stopped, then
+#: started alone, each by the script its runtime gives up and down for it.
+OWN_STARTS = """
+import subprocess, sys, time
+from deploy import lifecycle
+from deploy.engine import get_engine
+from deploy.inventory import load_site
+from deploy.runtime import runtime_for
+from deploy.state import site_files
+
+site = load_site(sys.argv[1])
+with get_engine() as engine:
+    specs = lifecycle.services(site, lifecycle.contexts(engine, site, site_files(site)))
+for host, spec in specs:
+    runtime = runtime_for(site.host(host), spec)
+    for step, script in (("stop", runtime.stop_command(spec)), ("start", runtime.start_command(spec))):
+        started = time.perf_counter()
+        subprocess.run(["bash", "-c", script], check=True, stdout=subprocess.DEVNULL)
+        print(step, spec.name, time.perf_counter() - started, flush=True)
+"""
+
+
+def timed(argv: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - started
+
+
+def one_round(env: dict) -> dict[str, float]:
+    deploy = [sys.executable, "-m", "deploy"]
+    found: dict[str, float] = {}
+    try:
+        found["first up"] = timed([*deploy, "up", INVENTORY], env)
+        timed([*deploy, "down", INVENTORY, "--purge"], env)
+        found["first up --no-check"] = timed([*deploy, "up", INVENTORY, "--no-check"], env)
+        own = subprocess.run([sys.executable, "-c", OWN_STARTS, INVENTORY], cwd=REPO, env=env, check=True, capture_output=True, text=True)
+        for line in own.stdout.split("\n"):
+            if line.strip():
+                step, name, seconds = line.split()
+                found[f"own {step}: {name}"] = float(seconds)
+        found["down"] = timed([*deploy, "down", INVENTORY], env)
+    finally:
+        subprocess.run([*deploy, "down", INVENTORY, "--purge"], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rounds = []
+    for index in range(args.repeat):
+        print(f"round {index + 1} of {args.repeat} ...", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as state:
+            env = {k: v for k, v in os.environ.items() if k != "TOPPIPE_SERVICE"} | {"TOPPIPE_STATE_DIR": state}
+            rounds.append(one_round(env))
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    slowest = max(value for key, value in median.items() if key.startswith("own start"))
+    print(f"{'measure':<30}{'seconds':>9}{'ratio':>8}{'target':>9}  verdict")
+    for key, value in median.items():
+        if key.startswith("own "):
+            print(f"{key:<30}{value:>9.3f}{'-':>8}{'-':>9}")
+    for key, target in (("first up", 1.3), ("first up --no-check", 1.3)):
+        ratio = median[key] / slowest
+        print(f"{key:<30}{median[key]:>9.3f}{ratio:>8.2f}{f'<={target}':>9}  {'ok' if ratio <= target else 'SLOW'}")
+    slowest_stop = max(value for key, value in median.items() if key.startswith("own stop"))
+    print(f"{'down':<30}{median['down']:>9.3f}{median['down'] / slowest_stop:>8.2f}{'<=2 s':>9}  {'ok' if median['down'] <= 2 else 'SLOW'}")
+    print(f"(ratio: up against the slowest own start, down against the slowest own stop; {args.repeat} rounds, median)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
