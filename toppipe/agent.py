@@ -33,16 +33,6 @@ from toppipe import agent_pools, history, rotation
 ROTATION_CHECK_SECONDS = 5
 
 
-def seconds(walltime: str) -> int:
-    """Slurm's [D-]HH:MM:SS (or MM:SS) as seconds."""
-    days, _, clock = walltime.rpartition("-")
-    parts = [int(p) for p in clock.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    hours, minutes, secs = parts
-    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + secs
-
-
 def slurm_cluster_options(config: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for the agent's SLURMCluster: its first Slurm pool's jobs (pure, tested).
     Every pool's jobs are entries of this cluster's worker_spec (:mod:`toppipe.agent_pools`)."""
@@ -264,7 +254,7 @@ class Agent:
             await asyncio.sleep(ROTATION_CHECK_SECONDS)
             rotating = {name: task for name, task in rotating.items() if not task.done()}
             for pool in self.pools.values():
-                walltime = seconds(pool.config["walltime"])
+                walltime = rotation.walltime_seconds(pool.config["walltime"])
                 for worker in rotation.plan(self.slurm_workers(pool), walltime, time.time(), set(rotating),
                                             max_starting=max(0, pool.max_jobs - len(pool.jobs))):  # fmt: skip
                     rotating[worker.name] = asyncio.create_task(self._rotate(pool, worker, walltime))

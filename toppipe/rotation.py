@@ -30,6 +30,16 @@ class SlurmWorker:
     joined: float
 
 
+def walltime_seconds(walltime: str) -> int:
+    """Slurm's [D-]HH:MM:SS (or MM:SS) as seconds."""
+    days, _, clock = walltime.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, secs = parts
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + secs
+
+
 def margin_seconds(walltime_seconds: int) -> int:
     """How long before the walltime a worker starts to be replaced."""
     return max(30, walltime_seconds // 5)

@@ -13,7 +13,7 @@ from deploy.resources import Absent, Ensure, File, Resource, Service, ServiceSpe
 from roles.base import HostContext, Role
 from roles.records import records_url, uses_postgres
 from roles.scheduler import allocation
-from toppipe.agent import seconds
+from toppipe.rotation import walltime_seconds
 
 
 def agent_config(ctx: HostContext) -> dict:
@@ -37,7 +37,7 @@ def agent_config(ctx: HostContext) -> dict:
     config["pools"] = [pool_config(pool) for pool in site.pools if pool.kind == "hosts" or "slurm" in config]
     if site.agent_in_allocation:
         # the agent publishes the address through which its node reaches the scheduler host
-        config["allocation"] = {"walltime": seconds(site.settings.agent.walltime), "script": ctx.path("agent.sbatch"),
+        config["allocation"] = {"walltime": walltime_seconds(site.settings.agent.walltime), "script": ctx.path("agent.sbatch"),
                                 "reach": site.scheduler_host.address}  # fmt: skip
     return config
 

@@ -7,7 +7,8 @@ import warnings
 
 import pytest
 
-from toppipe.agent import seconds, slurm_cluster_options
+from toppipe.agent import slurm_cluster_options
+from toppipe.rotation import walltime_seconds
 from toppipe.rotation import SlurmWorker, due, margin_seconds
 from toppipe.session import _only_python_patch_differs
 
@@ -16,7 +17,7 @@ from toppipe.session import _only_python_patch_differs
     "walltime, expected", [("00:30:00", 1800), ("1-00:00:00", 86400), ("10:00", 600), ("2-01:02:03", 176523), ("45", 45)]
 )
 def test_walltime_seconds(walltime, expected):
-    assert seconds(walltime) == expected
+    assert walltime_seconds(walltime) == expected
 
 
 def test_the_oldest_worker_past_the_margin_rotates_first():

@@ -274,11 +274,11 @@ def test_state_dir_without_env(tmp_path, monkeypatch):
 def test_walltime_takes_every_slurm_format(written, canonical):
     assert values.walltime(written) == canonical
     # the agent's reading of the canonical form is Slurm's reading of the written one
-    from toppipe.agent import seconds
+    from toppipe.rotation import walltime_seconds
 
     days, _, clock = canonical.rpartition("-")
     hours, minutes, secs = map(int, clock.split(":"))
-    assert seconds(canonical) == int(days or 0) * 86400 + hours * 3600 + minutes * 60 + secs
+    assert walltime_seconds(canonical) == int(days or 0) * 86400 + hours * 3600 + minutes * 60 + secs
 
 
 @pytest.mark.parametrize("written", ["", "1h", "1:2:3:4", "-1", "1-", "1-2-3", "00:00:00", "0", "1:30:00 x", "UNLIMITED"])
