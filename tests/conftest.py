@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import tests.ast_guard  # noqa: F401  (before any thread starts)
+
 REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.tier_times"]
 
