@@ -216,7 +216,8 @@ def open_sidebar(page):
 def test_the_sidebar_lists_scales_shows_the_task_stream_and_trashes_without_stopping_the_site(page, session, tmp_path):
     cluster = open_sidebar(page)
     cluster.wait_for(timeout=60_000)
-    assert "Number of Workers: 2" in cluster.inner_text()
+    # JupyterLab starts beside the workers (issue 19): the listing, refreshed every few seconds, counts them as they join
+    page.locator(".dask-ClusterListingItem", has_text="Number of Workers: 2").wait_for(timeout=60_000)
 
     cluster.locator("button.dask-ClusterListingItem-scale").click()
     dialog = page.locator("dialog.jp-Dialog", has_text="Scale local")
