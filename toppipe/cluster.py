@@ -201,10 +201,14 @@ class SiteCluster(Cluster):
         return self.pool
 
     async def _keep_pool_fresh(self) -> None:
+        """The pool, and the workers: dask's worker-status stream reaches only the newest cluster
+        object of a scheduler (its plugin has one fixed name), so the sidebar's cluster in JupyterLab
+        stops hearing of workers once a notebook connects; each looks for itself every few seconds."""
         while self.status == Status.running:
             await asyncio.sleep(POOL_REFRESH_SECONDS)
             try:
                 await self._refresh_pool()
+                self.scheduler_info = SchedulerInfo(await self.scheduler_comm.identity(n_workers=-1))
             except Exception:  # noqa: BLE001 - a blip; the widget shows the last state until the next look
                 logger.debug("the site agent did not answer toppipe_pool", exc_info=True)
 
