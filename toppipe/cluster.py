@@ -200,6 +200,10 @@ class SiteCluster(Cluster):
         self.pool = PoolState.from_reply(await self.scheduler_comm.toppipe_pool())
         return self.pool
 
+    async def _refresh_workers(self) -> None:
+        """Every worker the scheduler has now, into ``scheduler_info`` (what dask's widgets count)."""
+        self.scheduler_info = SchedulerInfo(await self.scheduler_comm.identity(n_workers=-1))
+
     async def _keep_pool_fresh(self) -> None:
         """The pool, and the workers: dask's worker-status stream reaches only the newest cluster
         object of a scheduler (its plugin has one fixed name), so the sidebar's cluster in JupyterLab
@@ -208,7 +212,7 @@ class SiteCluster(Cluster):
             await asyncio.sleep(POOL_REFRESH_SECONDS)
             try:
                 await self._refresh_pool()
-                self.scheduler_info = SchedulerInfo(await self.scheduler_comm.identity(n_workers=-1))
+                await self._refresh_workers()
             except Exception:  # noqa: BLE001 - a blip; the widget shows the last state until the next look
                 logger.debug("the site agent did not answer toppipe_pool", exc_info=True)
 
@@ -271,7 +275,7 @@ class SiteCluster(Cluster):
         logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=False)
         if workers:
             if workers is True:
-                self.scheduler_info = SchedulerInfo(await self.scheduler_comm.identity(n_workers=-1))
+                await self._refresh_workers()
                 workers = [a for a, w in self.scheduler_info["workers"].items() if w.get("status") == Status.running.name]
             texts = await asyncio.gather(*(self._worker_log(address) for address in workers))
             logs.update({address: Log(text) for address, text in zip(workers, texts)})
