@@ -36,15 +36,33 @@ def _gib(size: float) -> str:
 # -- services ------------------------------------------------------------
 
 
+#: How a service check's output marks the lines of the service's log (shown when it is not running).
+LOG_PREFIX = "log| "
+#: How much of a stopped service's last log line a check shows.
+LOG_LINE_CHARS = 200
+
+
+def service_script(status: str, log: str) -> str:
+    """The service's status command, then, when it is not running, the end of its *log*: why it stopped."""
+    return (f"status=$(\n{status}\n)\nrc=$?\necho \"$status\"\n"
+            f"case \"$status\" in *state=running*) ;; *) tail -n 3 {shlex.quote(log)} 2>/dev/null | sed 's/^/{LOG_PREFIX}/' ;; esac\n"
+            "exit $rc")
+
+
 def judge_service(host: str, role: str, name: str, section: Section) -> CheckResult:
-    """A service is healthy when its process runs and every port answers, as ``status`` judges it."""
+    """A service is healthy when its process runs and every port answers, as ``status`` judges it;
+    one that does not run is shown with the last line of its log."""
     check = f"service {name}"
+    lines = section.output.splitlines()
+    status = "\n".join(line for line in lines if not line.startswith(LOG_PREFIX))
+    logged = [line[len(LOG_PREFIX):].strip() for line in lines if line.startswith(LOG_PREFIX) and line[len(LOG_PREFIX):].strip()]
     if not section.ok:
-        return CheckResult(host, role, check, False, f"status command failed: {last_line(section.output)}")
-    state = ServiceState.parse(section.output)
+        return CheckResult(host, role, check, False, f"status command failed: {last_line(status)}")
+    state = ServiceState.parse(status)
     ports = ", ".join(f"{hp} {'open' if up else 'closed'}" for hp, up in state.ports)
     if not state.running:
-        return CheckResult(host, role, check, False, "not running" + (f" ({ports})" if ports else ""))
+        why = f"; its log ends: {logged[-1][:LOG_LINE_CHARS]}" if logged else ""
+        return CheckResult(host, role, check, False, "not running" + (f" ({ports})" if ports else "") + why)
     detail = f"pid {state.pid}" + (f", {ports}" if ports else "")
     return CheckResult(host, role, check, state.answering, detail if state.answering else f"running but not answering: {detail}")
 

@@ -21,6 +21,7 @@ from deploy.checks.hosts import Connections, Section, Unreachable
 from deploy.checks.results import CheckReport, CheckResult
 from deploy.checks.tls import scheduler_tls_checks
 from deploy.inventory import Site, jumps
+from deploy.logs import service_log
 from deploy.resources import ServiceSpec
 from deploy.runtime import ApptainerRuntime, runtime_for
 from deploy.state import SiteFiles
@@ -58,7 +59,7 @@ def _round(pool: ThreadPoolExecutor, conns: Connections, plans: dict[str, dict[s
 def _batch(site: Site, ctx: HostContext, specs: list[ServiceSpec], token: str) -> dict[str, str]:
     """The commands of one host's main round, by section name."""
     host = ctx.host
-    sections = {f"service {spec.name}": runtime_for(host, spec).status_command(spec) for spec in specs}
+    sections = {f"service {spec.name}": probes.service_script(runtime_for(host, spec).status_command(spec), service_log(spec)) for spec in specs}
     if set(host.groups) & set(VERSIONED_GROUPS):
         sections["versions"] = probes.versions_script(ctx.python, ctx, _image_of(host))
     if ctx.in_containers and any(spec.image for spec in specs):

@@ -91,6 +91,18 @@ def test_services_are_judged_like_status(output, ok, detail):
     assert (result.role, result.check, result.ok, result.detail) == ("jupyter", "service jupyter", ok, detail)
 
 
+def test_a_stopped_service_is_shown_with_the_end_of_its_log(tmp_path):
+    log = tmp_path / "log"
+    log.write_text("starting\nconnect: scheduler=tls://10.0.0.1:8786 refused\nTimeoutError: no scheduler after 60 s\n")
+    stopped = subprocess.run(["bash", "-c", probes.service_script("echo 'state=stopped pid='", str(log))], capture_output=True, text=True)
+    result = probes.judge_service("node2", "workers", "workers", Section(stopped.returncode, stopped.stdout))
+    assert (result.ok, result.detail) == (False, "not running; its log ends: TimeoutError: no scheduler after 60 s")
+    running = subprocess.run(["bash", "-c", probes.service_script("echo 'state=running pid=7'", str(log))], capture_output=True, text=True)
+    assert running.stdout == "state=running pid=7\n"  # a running service's log is not read
+    failed = subprocess.run(["bash", "-c", probes.service_script("echo 'apptainer: not found'; exit 3", str(log))], capture_output=True, text=True)
+    assert not probes.judge_service("node2", "workers", "workers", Section(failed.returncode, failed.stdout)).ok
+
+
 def test_disk_needs_the_minimum_free():
     assert probes.judge_disk("h", "/srv", Section(0, f"{2 * 262144} 4096")).ok  # 2 GiB
     low = probes.judge_disk("h", "/srv", Section(0, "1000 4096"), min_free=1 << 30)
