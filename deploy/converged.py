@@ -177,6 +177,7 @@ class Verdict:
     had_record: bool = False
     ansible: dict[str, str] = field(default_factory=dict)  # role -> why it runs (only roles that run)
     before: dict[str, dict] = field(default_factory=dict)  # role -> its record from the last up
+    restarts: list[str] = field(default_factory=list)  # services running now that the full run starts again
 
     @property
     def converged(self) -> bool:
@@ -252,6 +253,12 @@ def _drift(i: int, action: Action, probe: _Probe) -> str | None:
     return f"{r.describe()}: cannot be probed"
 
 
+def _restarts(service: Service, status: str) -> bool:
+    """Whether the full run stops the running *service* (its *status* line) to start it again."""
+    state = ServiceState.parse(status)
+    return state.running and next_step(state, service.spec.digest(), service.running) is Step.START
+
+
 def _managed_drift(entry: dict, probe: _Probe) -> str | None:
     """Why one path an Ansible role manages is not as its last run left it (None: it is)."""
     path, wanted = entry.get("path", ""), entry.get("kind")
@@ -290,6 +297,8 @@ def judge(host: str, actions: list[Action], output: str | None) -> Verdict:
         why = _drift(i, action, probe)
         if why:
             verdict.reasons.append(why)
+            if isinstance(action.resource, Service) and _restarts(action.resource, probe.services.get(i, "")):
+                verdict.restarts.append(action.resource.spec.name)
     before = (probe.found or {}).get("ansible")
     before = before if isinstance(before, dict) else {}
     for action in actions:

@@ -378,8 +378,14 @@ def up(engine: Engine, site: Site, progress: Progress | None = None, note: Calla
     # an agent in an allocation is found through the scheduler file its job writes: its tunnel
     # starts in a run of its own, once the run that submits the job has ended
     following = [a for a in todo if a.role == "tunnel"] if site.agent_in_allocation else []
-    first = [a for a in todo if a not in following]
+    first, then = waves(site, [a for a in todo if a not in following], verdicts)
     report = engine.apply(site, first, progress) if first else RunReport(unreachable=engine.unreachable(site))
+    if then is not None:
+        then, replaced = after_scheduler(site, actions, then, report, note)
+        report.results = [r for r in report.results if id(r.action) not in replaced]
+        fast = [r for r in fast if id(r.action) not in replaced]
+        if then:
+            report.results += apply_apart(engine, site, then, progress)
     if following:
         report.results += follow_agent(engine, site, following, report, progress)
     if shipped is not None:  # an image that failed to arrive also fails the services that need it, by name
@@ -392,16 +398,59 @@ def up(engine: Engine, site: Site, progress: Progress | None = None, note: Calla
     return UpResult(report, record)
 
 
+def waves(site: Site, actions: list[Action], verdicts: dict[str, converged.Verdict]) -> tuple[list[Action], list[Action] | None]:
+    """*actions* in the runs that apply them: all in one (and None), or, when the running scheduler
+    may start again, its host's first and the other hosts' then. dask workers end with the scheduler
+    they joined: started beside the new one, they would join the one about to stop."""
+    host = site.scheduler_host.name
+    verdict = verdicts.get(host)
+    if verdict is None or not ("scheduler" in verdict.restarts or converged.ASKED in verdict.reasons):
+        return actions, None
+    return [a for a in actions if a.host == host], [a for a in actions if a.host != host]
+
+
+def after_scheduler(site: Site, actions: list[Action], then: list[Action], report: RunReport,
+                    note: Callable[[str], None]) -> tuple[list[Action], set[int]]:
+    """The run after the scheduler's host's (*report*): *then*, and, if the scheduler was restarted,
+    every service that ends with it started again unless its host's run just started it (they
+    joined the old one). Also the ids of the actions whose results the restarts replace."""
+    host = site.scheduler_host.name
+    outcomes = {id(r.action): r.outcome for r in report.results}
+    scheduler = next((a for a in actions if a.host == host and isinstance(a.resource, Service) and a.resource.spec.name == "scheduler"), None)
+    if scheduler is None or outcomes.get(id(scheduler)) is not Outcome.CHANGED:
+        return then, set()  # not restarted, or refused: the old scheduler and its workers run on
+    planned = {id(a) for a in then}
+    restarts, replaced = {}, set()
+    for action in actions:
+        r = action.resource
+        if not (isinstance(r, Service) and r.running and r.spec.ends_with_scheduler):
+            continue
+        if action.host == host and outcomes.get(id(action)) is not Outcome.UNCHANGED:
+            continue  # started after the scheduler in its host's run, or failed there
+        restarts[id(action)] = Action(action.host, action.role, dataclasses.replace(r, restart=True))
+        if id(action) not in planned:
+            replaced.add(id(action))
+    if restarts:
+        note(f"{', '.join(f'{a.host}/{a.resource.spec.name}' for a in restarts.values())}: start again, the scheduler was restarted")
+    found = [restarts.get(id(a), a) for a in then]
+    return found + [a for key, a in restarts.items() if key not in planned], replaced
+
+
+def apply_apart(engine: Engine, site: Site, actions: list[Action], progress: Progress | None) -> list:
+    """The results of *actions* applied in a run of their own, by an engine of *engine*'s kind."""
+    separate = type(engine)()
+    try:
+        return separate.apply(site, actions, progress).results
+    finally:
+        separate.close()
+
+
 def follow_agent(engine: Engine, site: Site, actions: list[Action], before: RunReport, progress: Progress | None) -> list:
     """The tunnel to an agent in an allocation, started after the run that submitted its job
     (skipped when that run did not converge)."""
     if not before.ok:
         return [ActionResult(a, Outcome.SKIPPED, "not run: the site agent's job was not submitted") for a in actions]
-    follower = type(engine)()
-    try:
-        return follower.apply(site, actions, progress).results
-    finally:
-        follower.close()
+    return apply_apart(engine, site, actions, progress)
 
 
 def plan(engine: Engine, site: Site, full: bool = False, note: Callable[[str], None] = lambda _: None) -> RunReport:

@@ -100,7 +100,9 @@ class ServiceSpec:
     ``after`` names services of the same host this one needs running before it
     starts (workers: the scheduler); services that do not need each other start
     side by side. ``stop_grace`` is how many seconds its processes get between
-    SIGTERM and SIGKILL. Neither is part of the digest either.
+    SIGTERM and SIGKILL. ``ends_with_scheduler`` says its processes end when the site's
+    scheduler stops (dask workers do not reconnect): an ``up`` that restarts the scheduler starts
+    them again after it. None of these is part of the digest either.
     """
 
     site: str
@@ -120,6 +122,7 @@ class ServiceSpec:
     files: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     stop_grace: float = 5.0
+    ends_with_scheduler: bool = False
 
     @property
     def marker(self) -> str:
@@ -130,7 +133,7 @@ class ServiceSpec:
         """Changes whenever a restart is needed to apply this spec."""
         fields = asdict(self)
         del fields["check_argv"], fields["files"]  # what is checked and kept, not what runs
-        del fields["after"], fields["stop_grace"]  # when it starts and how it is stopped, not what runs
+        del fields["after"], fields["stop_grace"], fields["ends_with_scheduler"]  # when it starts and stops, not what runs
         for key in ("image", "binds", "stop_argv", "runtime"):  # left out when unset, so that the digests of
             if not fields[key]:  # specs without a container stay what they were
                 del fields[key]
@@ -144,9 +147,10 @@ class Service:
 
     spec: ServiceSpec
     running: bool = True
+    restart: bool = False  # start it again even if it runs as wanted (its scheduler was restarted)
 
     def describe(self) -> str:
-        return f"{'start' if self.running else 'stop'} {self.spec.name}"
+        return f"{'restart' if self.restart else 'start' if self.running else 'stop'} {self.spec.name}"
 
 
 @dataclass(frozen=True)

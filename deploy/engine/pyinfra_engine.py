@@ -143,26 +143,26 @@ def _absent(path: str) -> Iterator[str]:
 
 
 @operation(is_idempotent=True)
-def _service(spec_status: str, commands: dict[Step, str], digest: str, running: bool) -> Iterator[str]:
+def _service(spec_status: str, commands: dict[Step, str], digest: str, running: bool, restart: bool = False) -> Iterator[str]:
     """Start, keep (remember as the fallback) or stop a service, judged from its status."""
     from pyinfra import host
 
-    step = next_step(ServiceState.parse(host.get_fact(ShellOutput, script=spec_status)), digest, running)
+    step = next_step(ServiceState.parse(host.get_fact(ShellOutput, script=spec_status)), digest, running, restart)
     if step is not Step.NOTHING:
         yield _bash(commands[step])
 
 
 @operation(is_idempotent=True)
-def _services(members: list[tuple[str, str, dict[Step, str], str, bool, tuple[str, ...]]]) -> Iterator[str]:
+def _services(members: list[tuple[str, str, dict[Step, str], str, bool, bool, tuple[str, ...]]]) -> Iterator[str]:
     """Several services' steps side by side (:mod:`deploy.runtime.side_by_side`), each judged from its status;
-    a member is (name, status script, commands, digest, running, prerequisites)."""
+    a member is (name, status script, commands, digest, running, restart, prerequisites)."""
     from pyinfra import host
 
     asked = side_by_side.statuses({name: status for name, status, *_ in members})  # one round trip for all
     statuses = side_by_side.parse_statuses(host.get_fact(ShellOutput, script=asked))
     todo = []
-    for name, _, commands, digest, running, after in members:
-        step = next_step(ServiceState.parse(statuses.get(name, "")), digest, running)
+    for name, _, commands, digest, running, restart, after in members:
+        step = next_step(ServiceState.parse(statuses.get(name, "")), digest, running, restart)
         if step is not Step.NOTHING:
             todo.append(side_by_side.Member(name, commands[step], after))
     if todo:
@@ -370,11 +370,13 @@ class PyinfraEngine(Engine):
         after = prerequisites(batch)
         members = []
         for action in batch:
-            spec, running = action.resource.spec, action.resource.running  # type: ignore[union-attr]
+            resource = action.resource
+            spec = resource.spec  # type: ignore[union-attr]
             runtime = runtime_for(site_host, spec)
             commands = {Step.START: runtime.start_command(spec), Step.KEEP: runtime.keep_command(spec),
                         Step.STOP: runtime.stop_command(spec)}  # fmt: skip
-            members.append((spec.name, runtime.status_command(spec), commands, spec.digest(), running, after[spec.name]))
+            members.append((spec.name, runtime.status_command(spec), commands, spec.digest(), resource.running,  # type: ignore[union-attr]
+                            resource.restart, after[spec.name]))  # type: ignore[union-attr]  # fmt: skip
         name = f"{batch[0].role}: services side by side ({', '.join(a.resource.describe() for a in batch)})"
         return add_op(state, _services, members=members, host=host, name=name)[host]._hash
 
@@ -407,7 +409,7 @@ class PyinfraEngine(Engine):
                         Step.STOP: runtime.stop_command(spec)}  # fmt: skip
             result = add_op(
                 state, _service, spec_status=runtime.status_command(spec), commands=commands,
-                digest=spec.digest(), running=resource.running, **kwargs,
+                digest=spec.digest(), running=resource.running, restart=resource.restart, **kwargs,
             )  # fmt: skip
         else:
             raise TypeError(f"no pyinfra translation for {resource!r}")

@@ -68,11 +68,12 @@ class Step(enum.Enum):
     STOP = "stop"
 
 
-def next_step(state: ServiceState, digest: str, running: bool) -> Step:
-    """The step that brings a service in *state* to its wanted definition (*digest*) and *running*."""
+def next_step(state: ServiceState, digest: str, running: bool, restart: bool = False) -> Step:
+    """The step that brings a service in *state* to its wanted definition (*digest*) and *running*;
+    *restart*: start it again even if it runs as wanted."""
     if not running:
         return Step.STOP if state.running else Step.NOTHING
-    if not state.answering or state.digest != digest:
+    if restart or not state.answering or state.digest != digest:
         return Step.START
     return Step.KEEP if state.kept != digest else Step.NOTHING
 

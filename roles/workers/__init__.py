@@ -89,7 +89,9 @@ class WorkersRole(Role):
             argv = ["sh", "-c", 'while :; do "$@"; sleep 2; done', "workers", *argv, "--death-timeout", str(FOLLOW_SECONDS)]
         env = (("TOPPIPE_HOST", ctx.host.name), ("TOPPIPE_POOL", pool.name))
         # on the scheduler's host, started once the scheduler answers (the address they are given)
-        return ctx.spec(service, argv, image="compute", env=env, with_project=True, after=("scheduler",))
+        # a dask worker ends with the scheduler it joined: up starts it again after a restarted scheduler
+        return ctx.spec(service, argv, image="compute", env=env, with_project=True, after=("scheduler",),
+                        ends_with_scheduler=True)
 
     def extra_services(self, ctx: HostContext, pool: Pool) -> list[ServiceSpec]:
         """Every service ``session.scale`` may add to *pool* on the host."""

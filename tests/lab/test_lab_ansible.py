@@ -102,7 +102,7 @@ def test_a_failing_ansible_task_fails_its_host_and_the_rest_converge(site, state
     settings = yaml.safe_load(settings_file.read_text())
     settings["toppipe"]["paths"]["project"] = str(REPO / "examples")  # the same project as the lab's
     settings["toppipe"]["roles"].insert(1, {"role": "gpu", "hosts": ["node1"]})
-    settings_file.write_text(yaml.safe_dump(settings))
+    settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))  # the pools in their order: the agent stays
     tasks = inventory / "roles" / "gpu" / "tasks"
     tasks.mkdir(parents=True)
     (tasks / "main.yml").write_text("- name: a GPU is there\n  ansible.builtin.command: nvidia-smi -L\n")

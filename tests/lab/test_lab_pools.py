@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import pytest
+import yaml
 
 from toppipe.errors import ToppipeError
 from toppipe.pipeline import PipelineError
@@ -154,3 +155,31 @@ def test_a_task_no_pool_can_run_fails_at_once_naming_the_pools(session, tmp_path
     assert time.monotonic() - began < 30
     with pytest.raises(ToppipeError, match="no pool 'gpu'; its pools: hosts, slurm, bigmem"):
         session.scale(1, pool="gpu")
+
+
+def test_a_pool_edit_restarts_the_agent_and_the_host_workers_come_back_with_it(site, state_dir, tmp_path, monkeypatch):
+    """A changed pool restarts the agent (the scheduler). dask workers end with the scheduler they
+    joined: the same ``up`` starts the host workers again once the new scheduler runs (their hosts
+    are otherwise converged), its checks pass, and both host workers are in the new scheduler's pool."""
+    import toppipe
+    from tests.conftest import run_deploy
+    from tests.inventory_copies import copy_inventory
+
+    inventory = copy_inventory("lab", tmp_path / "lab")
+    settings_file = inventory / "group_vars" / "all.yml"
+    data = yaml.safe_load(settings_file.read_text())
+    data["toppipe"]["pools"]["bigmem"]["max_jobs"] = 3
+    settings_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        changed = run_deploy("up", str(inventory), state_dir=state_dir)
+        assert changed.code == 0, changed.stdout + changed.stderr
+        assert "  login: full run: " in changed.stdout, changed.stdout
+        assert "node1/workers, node2/workers: start again, the scheduler was restarted" in changed.stdout, changed.stdout
+        monkeypatch.setenv("TOPPIPE_STATE_DIR", str(state_dir))
+        with toppipe.connect("lab") as session:
+            assert _pool(session, "bigmem").limits["max_jobs"] == 3  # the new agent
+            _wait(lambda: {w.host for w in session.workers() if w.pool == "hosts"} == {"node1", "node2"}, 60,
+                  "both host workers joined the new scheduler")  # fmt: skip
+    finally:
+        restored = run_deploy("up", "inventories/lab", state_dir=state_dir)
+        assert restored.code == 0, restored.stdout + restored.stderr

@@ -204,7 +204,7 @@ def test_digest_changes_with_image_and_binds():
 def test_digest_of_specs_without_a_container_is_unchanged():
     """Adding the image fields must not restart every native service once."""
     spec = ServiceSpec(site="s", name="n", argv=(sys.executable,), rundir="/r", workdir="/w")
-    legacy = {k: v for k, v in asdict(spec).items() if k not in ("image", "binds", "stop_argv", "runtime", "check_argv", "files", "after", "stop_grace")}
+    legacy = {k: v for k, v in asdict(spec).items() if k not in ("image", "binds", "stop_argv", "runtime", "check_argv", "files", "after", "stop_grace", "ends_with_scheduler")}
     import hashlib
 
     expected = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:16]

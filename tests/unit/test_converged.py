@@ -131,10 +131,13 @@ def test_a_running_service_is_converged_and_a_killed_one_is_not(tmp_path):
         remember(tmp_path, actions)
         assert probe(tmp_path, actions).converged
         other = ServiceSpec(**{**spec.__dict__, "argv": (*spec.argv, "again")})
-        assert probe(tmp_path, [Action(HOST, "sleeper", Service(other))]).reasons[-1] == "sleeper: would start"
-        assert probe(tmp_path, [Action(HOST, "sleeper", Service(spec, running=False))]).reasons[-1] == "sleeper: would stop"
+        changed = probe(tmp_path, [Action(HOST, "sleeper", Service(other))])
+        assert (changed.reasons[-1], changed.restarts) == ("sleeper: would start", ["sleeper"])
+        stopping = probe(tmp_path, [Action(HOST, "sleeper", Service(spec, running=False))])
+        assert (stopping.reasons[-1], stopping.restarts) == ("sleeper: would stop", [])
         bash(f"kill -9 $(cat {tmp_path}/run/pid)")
-        assert probe(tmp_path, actions).reasons == ["sleeper: would start"]
+        dead = probe(tmp_path, actions)
+        assert (dead.reasons, dead.restarts) == (["sleeper: would start"], [])  # started, not restarted
     finally:
         bash(runtime.sweep_command("converged-test"))
 
