@@ -85,8 +85,10 @@ class WorkersRole(Role):
         ]  # fmt: skip
         if ctx.site.agent_in_allocation:
             # the agent's successor may run on another node: a worker that lost it for a minute
-            # exits, and starts again with the address the scheduler file names then
-            argv = ["sh", "-c", 'while :; do "$@"; sleep 2; done', "workers", *argv, "--death-timeout", str(FOLLOW_SECONDS)]
+            # exits, and starts again with the address the scheduler file names then; one the
+            # scheduler retired does not (toppipe.follow_scheduler)
+            argv = [ctx.python, "-m", "toppipe.follow_scheduler", allocation.scheduler_file(ctx.site),
+                    *argv, "--death-timeout", str(FOLLOW_SECONDS)]  # fmt: skip
         env = (("TOPPIPE_HOST", ctx.host.name), ("TOPPIPE_POOL", pool.name))
         # on the scheduler's host, started once the scheduler answers (the address they are given)
         # a dask worker ends with the scheduler it joined: up starts it again after a restarted scheduler

@@ -89,6 +89,15 @@ def site_processes(lab, host: str) -> list[str]:
     return out.split()
 
 
+def worker_services(lab) -> list[str]:
+    """``host/service`` of each worker service of the site with a process on node1 or node2."""
+    found = []
+    for host in ("node1", "node2"):
+        out = lab.ssh(host, f"cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -E '^TOPPIPE_SERVICE={SITE}/workers' | sort -u || true").stdout
+        found += [f"{host}/{line.split('/', 1)[1]}" for line in out.split()]
+    return found
+
+
 def test_the_agent_runs_in_a_slurm_job_and_nothing_of_the_site_runs_on_login(lab, state, inventory):
     jobs = agent_jobs(lab)
     assert len(jobs) == 1 and jobs[0][1] == "RUNNING", jobs
@@ -122,6 +131,11 @@ def test_a_notebook_works_through_the_tunnel_to_the_agents_node(lab, state, sess
     session.scale(0, on="slurm")
     session.scale(4, on="hosts")  # host workers find the agent through its scheduler file
     poll(lambda: len([w for w in session.workers() if not w.slurm_job]) == 4, 180, "four host workers")
+    # retired workers stay retired: their services end (they start again only for a new agent)
+    session.scale(1, on="hosts")
+    poll(lambda: len(worker_services(lab)) == 1, 60, "the retired workers' services ended")
+    assert len([w for w in session.workers() if not w.slurm_job]) == 1, session.workers()
+    session.scale(2, on="hosts")
     token = Path(session.record["app_token_file"]).read_text().strip()
     request = urllib.request.Request(session.record["app"], headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=30) as page:

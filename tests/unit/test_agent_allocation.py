@@ -133,8 +133,9 @@ def test_the_tunnel_follows_the_agent_to_its_node_through_the_login_node(tmp_pat
 def test_host_workers_find_the_agent_through_its_scheduler_file_and_start_again_when_it_moves(tmp_path):
     site = load_site(_lab(tmp_path))
     (spec,) = WorkersRole().services(_contexts(site)["node1"])
-    assert spec.argv[:2] == ("sh", "-c")
-    assert "--scheduler-file" in spec.argv and "/srv/toppipe-lab/shared/lab/agent/scheduler.json" in spec.argv
+    scheduler_file = "/srv/toppipe-lab/shared/lab/agent/scheduler.json"
+    assert spec.argv[1:4] == ("-m", "toppipe.follow_scheduler", scheduler_file)
+    assert spec.argv[spec.argv.index("--scheduler-file") + 1] == scheduler_file
     assert spec.argv[-2:] == ("--death-timeout", "60")
 
 
