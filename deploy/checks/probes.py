@@ -9,6 +9,7 @@ import shlex
 from deploy.pins import REQUIREMENT, normalize
 from deploy.checks.hosts import Section, last_line
 from deploy.checks.results import CheckResult
+from deploy.logs import tail_command
 from deploy.runtime import ServiceState
 from deploy.runtime.apptainer import instance_name, parse_instance_list
 
@@ -45,7 +46,7 @@ LOG_LINE_CHARS = 200
 def service_script(status: str, log: str) -> str:
     """The service's status command, then, when it is not running, the end of its *log*: why it stopped."""
     return (f"status=$(\n{status}\n)\nrc=$?\necho \"$status\"\n"
-            f"case \"$status\" in *state=running*) ;; *) tail -n 3 {shlex.quote(log)} 2>/dev/null | sed 's/^/{LOG_PREFIX}/' ;; esac\n"
+            f"case \"$status\" in *state=running*) ;; *) {tail_command(log, 3)} 2>/dev/null | sed 's/^/{LOG_PREFIX}/' ;; esac\n"
             "exit $rc")
 
 
@@ -55,7 +56,7 @@ def judge_service(host: str, role: str, name: str, section: Section) -> CheckRes
     check = f"service {name}"
     lines = section.output.splitlines()
     status = "\n".join(line for line in lines if not line.startswith(LOG_PREFIX))
-    logged = [line[len(LOG_PREFIX):].strip() for line in lines if line.startswith(LOG_PREFIX) and line[len(LOG_PREFIX):].strip()]
+    logged = [text for line in lines if line.startswith(LOG_PREFIX) and (text := line.removeprefix(LOG_PREFIX).strip())]
     if not section.ok:
         return CheckResult(host, role, check, False, f"status command failed: {last_line(status)}")
     state = ServiceState.parse(status)

@@ -371,12 +371,12 @@ class PyinfraEngine(Engine):
         members = []
         for action in batch:
             resource = action.resource
-            spec = resource.spec  # type: ignore[union-attr]
+            assert isinstance(resource, Service)
+            spec = resource.spec
             runtime = runtime_for(site_host, spec)
             commands = {Step.START: runtime.start_command(spec), Step.KEEP: runtime.keep_command(spec),
                         Step.STOP: runtime.stop_command(spec)}  # fmt: skip
-            members.append((spec.name, runtime.status_command(spec), commands, spec.digest(), resource.running,  # type: ignore[union-attr]
-                            resource.restart, after[spec.name]))  # type: ignore[union-attr]  # fmt: skip
+            members.append((spec.name, runtime.status_command(spec), commands, spec.digest(), resource.running, resource.restart, after[spec.name]))
         name = f"{batch[0].role}: services side by side ({', '.join(a.resource.describe() for a in batch)})"
         return add_op(state, _services, members=members, host=host, name=name)[host]._hash
 
