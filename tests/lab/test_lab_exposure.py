@@ -207,7 +207,11 @@ def test_deploy_check_probes_the_sites_listeners_on_every_host(lab, scanned, sta
 #: munged of our own; prints the daemon's count of authentication errors before and after.
 MUNGE_PROBE = """
 set -e
-d=$(mktemp -d); trap 'kill "$(cat $d/pid 2>/dev/null)" 2>/dev/null; rm -rf $d' EXIT
+d=$(mktemp -d)
+# munged writes its seed and log as it ends: remove its folder only once it has ended.
+stop() { p=$(cat $d/pid 2>/dev/null) || p=; [ -z "$p" ] || kill $p 2>/dev/null || true
+  i=0; while [ -n "$p" ] && kill -0 $p 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; rm -rf $d; }
+trap stop EXIT
 if [ -n "$KEY" ]; then cp "$KEY" $d/key; else head -c 1024 /dev/urandom > $d/key; fi; chmod 600 $d/key
 /usr/sbin/munged --key-file $d/key --socket $d/sock --pid-file $d/pid --log-file $d/log --seed-file $d/seed --force
 sed '/^AuthInfo/d' "$CONF" > $d/slurm.conf; echo "AuthInfo=socket=$d/sock" >> $d/slurm.conf
