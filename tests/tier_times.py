@@ -2,6 +2,7 @@
 
 A tier's time is the sum of its tests' setup, call and teardown, which
 includes the fixtures they start (a lab deployment is paid by its first test).
+The slowest test modules follow, with the same sums per module.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 
 _TESTS = Path(__file__).resolve().parent
 ORDER = ("unit", "integration", "lab")
+SLOWEST_MODULES = 10
 _seconds: dict[str, float] = defaultdict(float)
 _tests: dict[str, int] = defaultdict(int)
+_modules: dict[str, float] = defaultdict(float)
 _started = time.monotonic()
 #: Lines a tier adds under the times (the lab's wait for scripts/test's background preparation).
 notes: list[str] = []
@@ -29,6 +32,7 @@ def tier_of(path: str) -> str:
 def pytest_runtest_logreport(report):
     tier = tier_of(report.fspath)
     _seconds[tier] += report.duration
+    _modules[report.fspath] += report.duration
     if report.when == "call" or (report.when == "setup" and report.skipped):
         _tests[tier] += 1
 
@@ -46,3 +50,5 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"{'all':<12} {sum(_tests.values()):>4} tests  {_minutes(time.monotonic() - _started)} (wall)")
     for note in notes:
         terminalreporter.write_line(note)
+    slowest = sorted(_modules.items(), key=lambda item: -item[1])[:SLOWEST_MODULES]
+    terminalreporter.write_line("slowest modules: " + ", ".join(f"{Path(m).stem} {_minutes(s)}" for m, s in slowest))
