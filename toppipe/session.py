@@ -381,7 +381,7 @@ class Session:
 
     def run_pipeline(self, pipeline, **options):
         """Start a run of *pipeline* (see :meth:`toppipe.pipeline.Pipeline.run`)."""
-        from toppipe.pipeline.runs import start
+        from toppipe.pipeline.launch import start
 
         return start(self, pipeline, **options)
 

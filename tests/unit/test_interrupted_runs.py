@@ -19,7 +19,7 @@ from toppipe.errors import RunInterruptedError, SchedulerLostError, ToppipeError
 from toppipe.pipeline import load
 from toppipe.pipeline.graph import PipelineError
 from toppipe.pipeline.resume import changed_tasks, origin_from_records, placement_of, selection_for
-from toppipe.pipeline.runs import cache_keys
+from toppipe.pipeline.keys import cache_keys
 from toppipe.records import AGENT_TOPIC, RecordStore, init
 from toppipe.recorder import RunRecorder, well_formed
 from toppipe.spool import Spool

@@ -11,7 +11,8 @@ import pytest
 
 from toppipe.pipeline import Pipeline, PipelineError, cache, elements, task
 from toppipe.pipeline.elements import MapResults
-from toppipe.pipeline.runs import attach, start
+from toppipe.pipeline.launch import start
+from toppipe.pipeline.runs import attach
 
 
 class Fetcher:

@@ -10,7 +10,7 @@ import pytest
 
 from toppipe.pipeline import Pipeline, PipelineError, task
 from toppipe.pipeline.fanout import MapError, stages
-from toppipe.pipeline.runs import start
+from toppipe.pipeline.launch import start
 
 calls: Counter = Counter()
 

@@ -15,7 +15,7 @@ from tests.installed_package import DEEP, TASKS, write_dist_info, write_package
 from toppipe.pipeline import PipelineError, load, sources
 from toppipe.pipeline.execute import TaskCall, TaskFailed, TaskResult, run_task
 from toppipe.pipeline.packages import refuse_outside
-from toppipe.pipeline.runs import cache_keys
+from toppipe.pipeline.keys import cache_keys
 
 @pytest.fixture
 def installed(tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ from toppipe.pipeline import Pipeline, PipelineError, TaskFailed, load, task
 from toppipe.pipeline.cache import result_path
 from toppipe.pipeline.execute import TaskCall, refresh_project, remember_project_modules, run_task
 from toppipe.pipeline.progress import line
-from toppipe.pipeline.runs import cache_keys, effective_params, needed
+from toppipe.pipeline.keys import cache_keys, effective_params
+from toppipe.pipeline.launch import needed
 from toppipe.recorder import RunRecorder
 from toppipe.records import RecordStore, init
 

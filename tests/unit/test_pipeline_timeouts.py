@@ -11,7 +11,7 @@ import pytest
 
 from toppipe.pipeline import Pipeline, PipelineError, task
 from toppipe.pipeline.execute import INPUT_LIMIT, TaskFailed, short_inputs
-from toppipe.pipeline.runs import start
+from toppipe.pipeline.launch import start
 from toppipe.pipeline.timeouts import TaskTimeout, call_within
 
 

@@ -19,7 +19,7 @@ from toppipe.agent_pools import fits, unplaceable_message
 from toppipe.errors import ToppipeError
 from toppipe.host_pools import added_index, plan
 from toppipe.pipeline import Pipeline, PipelineError, task
-from toppipe.pipeline.runs import placement
+from toppipe.pipeline.launch import placement
 
 ROOT = Path(__file__).resolve().parents[2]
 WITH_SLURM = HOSTS + "    slurm:\n      hosts:\n        localhost:\n"

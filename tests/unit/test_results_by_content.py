@@ -17,7 +17,7 @@ import pytest
 from toppipe.pipeline import Pipeline, reads, sources
 from toppipe.pipeline.execute import TaskCall, TaskFailed, run_task
 from toppipe.pipeline.reads import Snapshot
-from toppipe.pipeline.runs import cache_keys
+from toppipe.pipeline.keys import cache_keys
 
 
 def _call(func, tmp_path: Path, project: Path, name: str = "t", key: str = "ab" * 16, **extra) -> TaskCall:
@@ -236,7 +236,7 @@ def test_the_snapshot_leaves_out_what_the_sync_leaves_out(project):
 def test_the_key_follows_helpers_written_beside_the_task(tmp_path):
     """Helpers in the pipeline file (or a notebook) travel by value: their edits change the key."""
     from toppipe.pipeline import load
-    from toppipe.pipeline.runs import cache_keys
+    from toppipe.pipeline.keys import cache_keys
 
     folder = tmp_path / "pipelines"
     folder.mkdir()

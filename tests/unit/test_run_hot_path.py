@@ -11,7 +11,7 @@ import cloudpickle
 
 from toppipe.pipeline import Pipeline, Task
 from toppipe.pipeline.execute import TaskCall, refresh_project, remember_project_modules, run_task, source_of
-from toppipe.pipeline.runs import cache_keys
+from toppipe.pipeline.keys import cache_keys
 
 
 def test_the_first_task_of_each_run_reloads_a_changed_module_once(tmp_path):

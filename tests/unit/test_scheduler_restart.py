@@ -41,7 +41,7 @@ def test_an_up_that_restarts_the_scheduler_applies_its_host_first():
 
 def test_every_worker_that_joined_the_old_scheduler_starts_again():
     site, actions = load_site("inventories/lab"), lab_actions()
-    first, then = actions[:2], actions[2:4]  # node2 converged: none of its actions runs
+    then = actions[2:4]  # login's ran first; node2 converged: none of its actions runs
     report = RunReport([ActionResult(actions[0], Outcome.CHANGED), ActionResult(actions[1], Outcome.UNCHANGED)])
     notes = []
     found, replaced = lifecycle.after_scheduler(site, actions, then, report, notes.append)

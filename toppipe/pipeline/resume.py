@@ -27,7 +27,7 @@ def placement_of(tasks: list[dict]) -> str:
 
 def selection_for(pipeline: Pipeline, names: list[str]) -> tuple[str | None, str | None]:
     """``(only, downstream_of)`` that submit exactly *names* (the whole pipeline: both None)."""
-    from toppipe.pipeline.runs import needed
+    from toppipe.pipeline.launch import needed
 
     wanted = set(names)
     if wanted == set(pipeline.order()):
@@ -49,7 +49,8 @@ def changed_tasks(recorded: dict[str, str], keys: dict[str, str]) -> list[str]:
 
 def origin_from_records(session, run_id: str, params: dict[str, Any] | None) -> tuple:
     """``(pipeline, params, on, only, downstream_of)`` of a recorded run, checked against its keys."""
-    from toppipe.pipeline.runs import cache_keys, needed
+    from toppipe.pipeline.keys import cache_keys
+    from toppipe.pipeline.launch import needed
 
     store = session.records()
     try:

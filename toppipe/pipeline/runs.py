@@ -1,209 +1,24 @@
-"""Runs of a pipeline on a site: submitted at once, watched, remembered.
+"""A run of a pipeline, watched and remembered: :class:`Run` (made by
+:func:`toppipe.pipeline.launch.start`) and :func:`attach` (a run started elsewhere, from its records).
 
-``start(session, pipeline, on=...)`` hashes each task into a cache key (its
-code, its params, its inputs' keys), submits one dask task per pipeline task
-to the workers of the chosen kind (``hosts`` or ``slurm``, by worker
-resource), and returns a :class:`Run`. The tasks are fire-and-forget: they go
-on if the notebook closes, and the site agent records every state change
-(:mod:`toppipe.recorder`), so a new notebook can ``session.run(id)`` to
-reattach. ``on="local"`` runs the tasks here, one after the other (no
-cluster), for trying a task out.
+A run's tasks are dask futures on the site (their states also come from the site agent's
+records, :mod:`toppipe.recorder`), or, for ``on="local"``, a thread of this process.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import subprocess
 import threading
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 from toppipe import interruptions
-from toppipe.pipeline import cache, elements, fanout, packages, sources, summary
+from toppipe.pipeline import cache, elements, fanout, summary
 from toppipe.pipeline.elements import MapResults
-from toppipe.pipeline.execute import TaskCall, TaskFailed, TaskResult, run_task, source_of
-from toppipe.pipeline.graph import REQUIRED, Pipeline, PipelineError, Task
-from toppipe.pipeline.hashing import code_hash, value_hash
+from toppipe.pipeline.execute import TaskCall, TaskFailed, run_task
+from toppipe.pipeline.graph import Pipeline, PipelineError
 from toppipe.pipeline.progress import show_progress
-from toppipe.pipeline.reads import Snapshot
-from toppipe.pipeline.sources import ModuleUse
 
-#: Worker resource each kind of placement asks for (see roles/workers and toppipe.agent).
-PLACEMENT = {"hosts": {"host": 1}, "slurm": {"slurm": 1}}
 SETTLED = {"done", "cached", "failed", "cancelled", "interrupted"}
-
-
-def effective_params(pipeline: Pipeline, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The task's params: its defaults, overridden by the run's *params* of the same name."""
-    return _task_params(pipeline.name, pipeline.tasks[name], params)
-
-
-def _task_params(pipeline: str, task: Task, params: dict[str, Any]) -> dict[str, Any]:
-    found = {}
-    for param, default in task.params.items():
-        value = params.get(param, default)
-        if value is REQUIRED:
-            raise PipelineError(f"pipeline {pipeline}: task {task.name} needs param {param!r}; pass params={{{param!r}: ...}}")
-        found[param] = value
-    return found
-
-
-def cache_keys(pipeline: Pipeline, names: list[str], params: dict[str, Any], project: str | None = None,
-               uses: dict[str, tuple[ModuleUse, ...]] | None = None) -> dict[str, str]:
-    """Per task: sha256 of its code, the helpers that travel with it by value, what it reaches of
-    the project modules it uses (:func:`sources.reached_digests`), its params and its upstream tasks' keys (in run order).
-    *uses* receives each task's modules."""
-    keys: dict[str, str] = {}
-    tasks = pipeline.tasks  # (a copy each time it is read)
-    code_parts: dict[tuple, tuple] = {}  # what functions of the same code, globals and closure share
-    for name in names:
-        task = tasks[name]
-        shared = _code_identity(task.func)
-        found = code_parts.get(shared) if shared is not None else None
-        if found is None:
-            modules = sources.modules_used(task.func, project)
-            found = (modules, code_hash(task.func), sources.helpers_by_value(task.func),
-                     sources.reached_digests(task.func, modules, project) if modules else {})  # fmt: skip
-            if shared is not None:
-                code_parts[shared] = found
-        modules = found[0]
-        if uses is not None:
-            uses[name] = modules
-        parts = {
-            "code": found[1],
-            "helpers": found[2],
-            "uses": found[3],
-            "params": {p: value_hash(v) for p, v in sorted(_task_params(pipeline.name, task, params).items())},
-            "upstream": {u: keys[u] for u in task.upstream},
-        }
-        if task.map is not None:  # (left out otherwise: keys made before maps existed stay valid)
-            parts["map"] = task.map  # each element's key adds its own input: the source's key stays out
-            del parts["upstream"][task.map]
-        keys[name] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-    return keys
-
-
-def _code_identity(func) -> tuple | None:
-    """What the modules, helpers and code digest of *func* follow from: its code, module, globals and
-    closed-over values (ten thousand tasks made by one factory are hashed once). None: hash it alone
-    (not a plain function, or one that names itself: its helpers leave it out)."""
-    code = getattr(func, "__code__", None)
-    scope = getattr(func, "__globals__", None)
-    if code is None or scope is None or any(scope.get(name) is func for name in code.co_names):
-        return None
-    cells = []
-    for cell in func.__closure__ or ():
-        try:
-            cells.append(id(cell.cell_contents))
-        except ValueError:  # an empty cell
-            cells.append(None)
-    return (code, func.__module__, id(scope), tuple(cells))
-
-
-def dask_key(func, run_id: str, position: int) -> str:
-    """``<function name>-<run>-<position>``: dask groups tasks by the key's first word, so the
-    dashboard shows one group per function, and a run of ten thousand tasks made from one
-    function is one group (a group per task makes the scheduler's bookkeeping quadratic)."""
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in getattr(func, "__name__", "task")) or "task"
-    return f"{name}-{run_id}-{position}"
-
-
-def needed(pipeline: Pipeline, only=None, downstream_of=None) -> tuple[list[str], set[str]]:
-    """The tasks to submit (the selected ones and what they wait for), and the selected ones."""
-    selected = pipeline.select(only=only, downstream_of=downstream_of)
-    wanted = set(selected)
-    for name in selected:
-        wanted |= pipeline.upstream(name)
-    return [n for n in pipeline.order() if n in wanted], set(selected)
-
-
-def provenance(pipeline: Pipeline, record: dict, keys: dict[str, str]) -> dict:
-    """Where a run came from: the pipeline's source, the project's commit, images, deployment."""
-    source = Path(pipeline.source) if pipeline.source else None
-    return {
-        "pipeline_source": hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source and source.is_file() else None,
-        "tasks": {name: key[:16] for name, key in keys.items()},
-        "graph": {name: {"inputs": list(t.inputs), "after": list(t.after), **({"map": t.map} if t.map else {})}
-                  for name, t in pipeline.tasks.items() if name in keys},
-        "project_commit": _git_commit(Path(record.get("project_local") or ".")),
-        "images": record.get("images", {}),
-        "deployment": record.get("deployment"),
-    }
-
-
-def _git_commit(folder: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain"], capture_output=True, text=True, timeout=5)
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def start(session, pipeline: Pipeline, on: str = "hosts", only=None, downstream_of=None, params=None, force=False) -> Run:
-    """Submit a run of *pipeline* and return it at once (see the module doc)."""
-    import cloudpickle
-
-    if not isinstance(on, str) or not on:
-        raise PipelineError(f"run(on={on!r}): choose 'hosts', 'slurm', a pool's name or 'local'")
-    pipeline.validate()
-    params = dict(params or {})
-    names, selected = needed(pipeline, only, downstream_of)
-    needs = {} if on == "local" else placement(session, pipeline, names, on)
-    record = session.record
-    uses: dict[str, tuple[ModuleUse, ...]] = {}
-    keys = cache_keys(pipeline, names, params, record.get("project_local"), uses)
-    if on != "local":
-        for name in names:
-            packages.refuse_outside(name, uses[name])
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    tasks = pipeline.tasks  # (a copy each time it is read)
-    calls = {
-        name: TaskCall(run=run_id, task=name, payload=cloudpickle.dumps(tasks[name].func), key=keys[name],
-                       params=_task_params(pipeline.name, tasks[name], params), results=record.get("results"),
-                       project=record.get("project"), force=force and name in selected,
-                       source=source_of(tasks[name].func), uses=uses[name], retries=tasks[name].retries,
-                       on_error=tasks[name].on_error, timeout=tasks[name].timeout, map=tasks[name].map)  # fmt: skip
-        for name in names
-    }
-    run = Run(session, run_id, pipeline.name, names)
-    run.origin = (pipeline, dict(params), on, only, downstream_of)  # what resume() runs again
-    run.dask_keys = {name: dask_key(tasks[name].func, run_id, i) for i, name in enumerate(names)}
-    run.maps = {n for n in names if tasks[n].map is not None}
-    run._stages = fanout.stages({n: tasks[n].upstream for n in names}, {n: tasks[n].map for n in names}, names)
-    started = {"run": run_id, "state": "started", "pipeline": pipeline.name, "tasks": names, "keys": keys,
-               "dask_keys": run.dask_keys, "provenance": provenance(pipeline, record, keys), "time": time.time()}  # fmt: skip
-    if on == "local":
-        run._start_local(pipeline, calls, started)
-    else:
-        run._start_on_cluster(pipeline, calls, started, needs)
-    return run
-
-
-def placement(session, pipeline: Pipeline, names: list[str], on: str) -> dict[str, dict[str, float]]:
-    """What each task asks of a worker: its own pool or resources, else the run's *on* (a kind of
-    pool, or a pool's name). A PipelineError at once when no pool of the site offers it."""
-    from toppipe.agent_pools import fits, unplaceable_message
-
-    pools = session._call("toppipe_pools")
-    offers = {p["name"]: p["offer"] for p in pools}
-    if on in PLACEMENT:
-        default = PLACEMENT[on]
-    elif on in offers:
-        default = {f"pool:{on}": 1}
-    else:
-        raise PipelineError(f"run(on={on!r}): choose 'hosts', 'slurm', 'local' or a pool of site {session.site}: {', '.join(offers)}")
-    tasks = pipeline.tasks  # (a copy each time it is read)
-    needs = {name: tasks[name].needs or default for name in names}
-    for name, asked in needs.items():
-        if not any(fits(asked, offer) for offer in offers.values()):
-            raise PipelineError(f"task {name!r}: {unplaceable_message(asked, offers)}")
-    return needs
 
 
 class Run:
@@ -218,72 +33,25 @@ class Run:
         self._local: dict[str, Any] = {}
         self._local_states: dict[str, str] = {}
         self._thread: threading.Thread | None = None
-        self._stages: list[list[str]] = [[name] for name in tasks]  # set by start(): a map's group together
+        self.stages: list[list[str]] = [[name] for name in tasks]  # in submission order, a map's group together (set by start())
         self.origin: tuple | None = None  # (pipeline, params, on, only, downstream_of), set by start()
         self.maps: set[str] = set()  # the mapped tasks (their results: MapResults), set by start()
 
     # -- starting ----------------------------------------------------------
 
-    def _start_on_cluster(self, pipeline: Pipeline, calls: dict[str, TaskCall], started: dict, needs: dict[str, dict]) -> None:
-        from dask.utils import apply
-
-        client = self.session.client
-        client.log_event("toppipe-run", started)
-        # One graph per stretch of plain tasks, sent in one message (a submit per task costs a round
-        # of its own); a map's group is submitted on its own, without the workers' resource, since it
-        # waits for its elements (which take the resource) while it holds none.
-        snapshot = f"toppipe-snapshot-{self.id}"  # the saved project, sent once, for workers' synced copies
-        graph: dict = {snapshot: _synced_snapshot(self.session.record)}
-        held: dict[str, Any] = {}  # dask key -> future, for what later submissions depend on
-        first_needs = needs[self._stages[0][0]] if self._stages else {}
-        resources = dict(first_needs)  # what the graph being built asks of its workers (the snapshot goes with it)
-
-        def flush() -> None:
-            if graph:
-                named = _named_graph(graph, f"{self.id}-{len(held)}")
-                for key, future in zip(graph, client.get(named, list(graph), sync=False, resources=resources)):
-                    held[key] = future
-                graph.clear()
-
-        tasks = pipeline.tasks  # (a copy each time it is read)
-        maps = {name: tasks[name].map for name in calls}
-        for stage in self._stages:
-            name = stage[0]
-            task = tasks[name]
-            if maps[name] is not None:
-                flush()
-                resources = needs[name]
-                extras = {m: {i: held[self._key(i)] for i in tasks[m].inputs if i != maps[m]} for m in stage}
-                after = [held[self._key(a)] for m in stage for a in tasks[m].after
-                         if a not in tasks[m].inputs and a not in stage]  # fmt: skip
-                first = self._key(name)
-                group = client.submit(fanout.run_group_on_worker, [calls[m] for m in stage], {m: maps[m] for m in stage},
-                                      _ElementKeys(first), needs[name], held[snapshot], held[self._key(maps[name])], extras,
-                                      after, key=f"{first}-group", pure=False)  # fmt: skip
-                for member in stage:
-                    held[self._key(member)] = client.submit(fanout.pick, group, member, key=self._key(member), pure=False)
-                continue
-            if needs[name] != resources:  # one graph asks one thing of its workers
-                flush()
-                resources = needs[name]
-            ref = lambda key: held.get(key, key)  # noqa: E731 - a key of this graph, or the future of one sent before
-            after = [ref(self._key(a)) for a in task.after if a not in task.inputs]
-            graph[self._key(name)] = (apply, _run_after, [calls[name], after, ref(snapshot)],
-                                      (dict, [[i, ref(self._key(i))] for i in task.inputs]))  # fmt: skip
-        flush()
-        self.futures = {name: held[self._key(name)] for name in calls}
-        _fire_and_forget(client, list(held.values()))  # the run goes on if this notebook closes
-
-    def _key(self, task: str) -> str:
+    def key(self, task: str) -> str:
+        """The dask key of *task*."""
         return self.dask_keys[task]
 
-    def _start_local(self, pipeline: Pipeline, calls: dict[str, TaskCall], started: dict) -> None:
+    def run_here(self, pipeline: Pipeline, calls: dict[str, TaskCall], started: dict) -> None:
+        """Run the tasks in a thread of this process, one stage after the other (``on="local"``)."""
+
         def work():
             sink = _LocalRecords(self.session)  # sqlite connections stay in the thread that made them
             sink.write("toppipe-run", started)
             state = "done"
             maps = {name: pipeline.tasks[name].map for name in calls}
-            for stage in self._stages:
+            for stage in self.stages:
                 name = stage[0]
                 for member in stage:
                     self._local_states[member] = "running"
@@ -521,6 +289,7 @@ class Run:
         recorded. *on* and *params* default to the run's own; the session reconnects first if its
         scheduler was lost (after ``deploy up`` brought it back)."""
         from toppipe.errors import RunInterruptedError
+        from toppipe.pipeline.launch import start
         from toppipe.pipeline.resume import origin_from_records
 
         try:
@@ -577,52 +346,6 @@ class Run:
         return f"<Run {self.id} of {self.pipeline}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ">"
 
 
-class _ElementKeys:
-    """The dask keys of a group's elements, ``<first task's key>-e<index>``, made when asked (not ten
-    thousand strings sent with the group)."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def __getitem__(self, index: int) -> str:
-        return f"{self.prefix}-e{index}"
-
-
-def _fire_and_forget(client, futures: list) -> None:
-    """``distributed.fire_and_forget(futures)`` in one message to the scheduler: dask sends one per
-    future, each a wake-up of the client's event loop (about 0.1 ms each, a second per 10,000 tasks)."""
-    send = getattr(client, "_send_to_scheduler", None)
-    if send is None:  # (a dask without it: its own way)
-        from distributed import fire_and_forget
-
-        fire_and_forget(futures)
-    elif futures:
-        send({"op": "client-desires-keys", "keys": [future.key for future in futures], "client": "fire-and-forget"})
-
-
-def _named_graph(graph: dict, name: str):
-    """*graph* as ``client.get`` takes it, already named (*name*: unique): else dask names it by
-    tokenizing every task in it on the client, a quarter of a millisecond each, for a graph sent once."""
-    try:
-        from dask._expr import LLGExpr
-    except ImportError:  # (a dask without expressions takes the dict as it is)
-        return graph
-    return LLGExpr(dict(graph), _determ_token=name)
-
-
-def _run_after(call: TaskCall, after: list, snapshot: Snapshot | None, **inputs) -> TaskResult:
-    """The dask task: *after* only orders (its values are dropped), *inputs* are passed on."""
-    return run_task(call, snapshot, **inputs)
-
-
-def _synced_snapshot(record: dict) -> Snapshot | None:
-    """The client's project files now, where workers see a synced copy of them (else None)."""
-    local, remote = record.get("project_local"), record.get("project")
-    if not local or not remote or Path(local).resolve() == Path(remote).resolve() or not Path(local).is_dir():
-        return None
-    return sources.snapshot(local)
-
-
 class _LocalRecords:
     """Records of a local run, written from here (no agent involved)."""
 
@@ -662,5 +385,3 @@ def attach(session, run_id: str) -> Run:
 def _load_cached(results: str, key: str):
     """On a worker: the cached result of a task (the results folder may be visible only there)."""
     return cache.load(results, key)
-
-

@@ -33,7 +33,7 @@ def split(name: str) -> tuple[str, int | None]:
 
 def run_order(records: list[dict]) -> list[dict]:
     """Task records in their run's order, read from their dask keys (``<function>-<run>-<position>``,
-    :func:`toppipe.pipeline.runs.dask_key`); records without one last, in the order given."""
+    :func:`toppipe.pipeline.keys.dask_key`); records without one last, in the order given."""
 
     def position(record: dict) -> float:
         last = (record.get("dask_key") or "").rsplit("-", 1)[-1]
