@@ -15,9 +15,6 @@ import asyncio
 import json
 import logging
 import math
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

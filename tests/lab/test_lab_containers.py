@@ -14,7 +14,6 @@ import json
 import secrets
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 

@@ -57,7 +57,7 @@ def test_a_run_survives_a_killed_worker_and_records_the_retry(lab, session, tmp_
     pipeline = session.load(path)
     run = pipeline.run(on="hosts", force=True)
     deadline = time.monotonic() + 60
-    while (state := run.status()["slow"]) != "running":
+    while run.status()["slow"] != "running":
         assert time.monotonic() < deadline, f"slow never started: {run.status()}"
         time.sleep(0.2)
     host = next(r["host"] for r in run.records() if r["name"] == "slow")
@@ -85,7 +85,7 @@ def test_a_map_runs_element_by_element_on_slurm_workers_then_all_from_the_cache(
     size = 10_000
     path = tmp_path / "pipelines" / "wide_slurm.py"
     path.parent.mkdir(parents=True)
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(textwrap.dedent("""
         from toppipe.pipeline import task
 
         @task
