@@ -35,10 +35,19 @@ if "TOPPIPE_SERVICE" in os.environ:
 # tests call the same code without it (hosts then take turns). ``logs`` reads one host
 # and may ask the scheduler for its workers with a dask client, which needs the standard library.
 if __name__ == "__main__" and sys.argv[1:2] != ["logs"]:
+    from importlib import metadata
+
     from gevent import monkey
 
-    # os and signal stay as they are: pexpect (under ansible-runner) forks and reaps its own children
-    monkey.patch_all(os=False, signal=False)
+    # patch_all looks for plugins of each of its ~20 events with a scan of every installed
+    # distribution (metadata.entry_points): 0.2 s of each command. One scan serves them all.
+    _installed = metadata.entry_points()
+    _scan, metadata.entry_points = metadata.entry_points, lambda **group: _installed.select(**group)
+    try:
+        # os and signal stay as they are: pexpect (under ansible-runner) forks and reaps its own children
+        monkey.patch_all(os=False, signal=False)
+    finally:
+        metadata.entry_points = _scan
 
 from deploy import DeployError, UserError, display  # noqa: E402
 from deploy.inventory import Site, load_site  # noqa: E402
