@@ -238,8 +238,9 @@ class AnsibleEngine(Engine):
 
     def _runner(self, site: Site, playbook: list[dict], inventory: dict, events, check: bool) -> tuple[str, int, str]:
         """Run *playbook*; (status, exit code, Ansible's output)."""
-        # Short paths in the temporary folder: ssh control sockets must fit in 108 bytes.
-        private = Path(tempfile.mkdtemp(prefix="toppipe-ansible-"))
+        # Short paths in the temporary folder: ssh control sockets must fit in 108 bytes. The
+        # site's name (its start) tells one site's run from another's.
+        private = Path(tempfile.mkdtemp(prefix=f"toppipe-ansible-{site.name[:16]}-"))
         try:
             (private / "hosts.yml").write_text(json.dumps(inventory))
             envvars = {

@@ -118,7 +118,9 @@ write_ssh_config() {
 
 render_slurm_conf() {
     local cpus mem_mb node_mem n
-    cpus=$(nproc)
+    # the lab's jobs mostly wait (tests): each node offers twice this machine's cores, so that
+    # modules with sites of their own can run beside the shared site (scripts/test)
+    cpus=$(( $(nproc) * 2 ))
     mem_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
     # two nodes share this machine: offer each a quarter of its memory
     node_mem=$(( mem_mb / 4 < 1024 ? 1024 : mem_mb / 4 ))

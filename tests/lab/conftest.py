@@ -1,8 +1,13 @@
 """Fixtures for tests on the lab site made by ``scripts/lab`` (root only).
 
 The session fixture ``lab`` brings the lab up when ``scripts/lab status`` is
-not 0 and returns a :class:`Lab` built from its lab.json. Tests marked
-``lab_lifecycle`` (which take the lab down and up again) run last.
+not 0 and returns a :class:`Lab` built from its lab.json.
+
+The whole suite (``scripts/test``) runs the modules listed in ``BESIDE`` (sites
+of their own) in a second pytest beside this one. Tests marked ``lab_alone``
+(they stop a lab host, or count what every site has) run after every other
+test and wait for that run to end; tests marked ``lab_lifecycle`` (which take
+the lab down and up again) run last.
 """
 
 from __future__ import annotations
@@ -21,9 +26,27 @@ LAB_SCRIPT = REPO / "scripts" / "lab"
 LAB_STATE = Path(os.environ.get("TOPPIPE_LAB_STATE", "/var/lib/toppipe-lab"))
 
 
+#: Modules that deploy sites of their own (own names and ports) and need nothing of the shared
+#: one: ``scripts/test`` runs them in a pytest of their own, beside the rest of the lab tier.
+BESIDE = ("tests/lab/test_lab_walltime.py", "tests/lab/test_lab_allocation.py")
+#: Markers of the tests that must not run while the modules beside run, in the order they run last.
+LAST = ("lab_alone", "lab_lifecycle")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Move lab_lifecycle tests (down/up) behind every other test."""
-    items.sort(key=lambda item: item.get_closest_marker("lab_lifecycle") is not None)
+    """Move lab_alone tests, then lab_lifecycle tests (down/up), behind every other test."""
+    items.sort(key=_last_rank)
+
+
+def _last_rank(item) -> int:
+    return next((rank for rank, name in enumerate(LAST, 1) if item.get_closest_marker(name)), 0)
+
+
+@pytest.fixture(autouse=True)
+def _alone_on_the_lab(request):
+    """A lab_alone or lab_lifecycle test first waits for the modules run beside to end."""
+    if _last_rank(request.node):
+        _wait_for("TOPPIPE_LAB_BESIDE_LOCK", "the lab modules run beside")
 
 
 def run_lab(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
@@ -104,29 +127,29 @@ def load_lab() -> Lab:
     return Lab(json.loads((LAB_STATE / "lab.json").read_text()))
 
 
-def _wait_for_background_prepare() -> None:
-    """Wait for ``scripts/test``'s background job (lab up, image builds) to end, if there is one."""
+def _wait_for(variable: str, what: str) -> None:
+    """Wait until ``scripts/test``'s background job releases the lock named by $*variable*, if any."""
     import fcntl
     import time
 
-    lock = os.environ.get("TOPPIPE_LAB_PREPARE_LOCK")
+    lock = os.environ.get(variable)
     if not lock or not Path(lock).exists():
         return
     began = time.monotonic()
     with open(lock) as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # released when the job ends, however it ends
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when that part of the job ends, however it ends
     log = Path(lock).with_suffix(".log")
     last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
     from tests import tier_times
 
-    tier_times.notes.append(f"the lab tier waited {time.monotonic() - began:.0f} s for scripts/test's background job: {' '.join(last)}")
+    tier_times.notes.append(f"the lab tier waited {time.monotonic() - began:.0f} s for {what}: {' '.join(last)}")
 
 
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    _wait_for_background_prepare()
+    _wait_for("TOPPIPE_LAB_PREPARE_LOCK", "scripts/test's background job (lab up, images)")
     if run_lab("status", timeout=120).returncode != 0:
         up = run_lab("up")
         if up.returncode != 0:

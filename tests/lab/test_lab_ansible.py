@@ -65,7 +65,7 @@ def test_second_up_finds_the_ansible_role_converged_without_running_it(site, sta
     managed = {host: lab.ssh(host, f"tail -n +2 {RECORD}").stdout.splitlines() for host in PREPARED}
     assert any({SHARED_SITE, f"{SHARED_SITE}/README.txt"} <= set(paths) for paths in managed.values()), managed
     # Ansible kept one ssh connection per host for the run and closed them after it
-    assert subprocess.run(["pgrep", "-f", "toppipe-ansible-"], capture_output=True).stdout == b""
+    assert subprocess.run(["pgrep", "-f", "toppipe-ansible-lab-"], capture_output=True).stdout == b""
 
 
 def test_plan_shows_what_the_ansible_role_would_redo_and_changes_nothing(site, state_dir, lab):

@@ -152,6 +152,7 @@ def test_an_action_restarts_a_service_and_is_journaled(page, state_dir, lab):
     assert journals, "the action left no journal"
 
 
+@pytest.mark.lab_alone  # counts every agent's queries
 def test_slurm_sees_at_most_one_queue_query_every_few_seconds(page, lab):
     """Two pages open for 20 s: slurmctld's count of job-queue requests (sdiag's
     REQUEST_JOB_USER_INFO and REQUEST_JOB_INFO: one per squeue) grows by at most

@@ -81,6 +81,7 @@ def test_check_reports_every_host(site, state_dir):
         assert host in check.stdout
 
 
+@pytest.mark.lab_alone  # no python process of the lab user may be left
 def test_down_cancels_slurm_jobs_and_leaves_no_process(site, state_dir, lab):
     down = run_deploy("down", INVENTORY, state_dir=state_dir, timeout=300)
     assert down.code == 0, down.stdout + down.stderr

@@ -21,7 +21,7 @@ from deploy.checks.exposure import LISTING_SCRIPT, Exposure, Listener, SshForwar
 from tests.conftest import run_deploy
 from tests.lab.conftest import run_lab
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.lab_alone]  # scans what every site listens on
 
 #: Slurm's own daemons: they authenticate every request with munge (AuthType=auth/munge).
 SLURM_DAEMONS = {("slurmctld", 6817), ("slurmd", 6818)}

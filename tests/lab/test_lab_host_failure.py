@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import run_deploy
 from tests.lab.conftest import run_lab
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.lab_alone]  # stops node2: nothing may run beside it
 
 INVENTORY = "inventories/lab"
 HOSTS = ("desktop", "login", "db", "node1", "node2")

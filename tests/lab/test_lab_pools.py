@@ -87,7 +87,7 @@ def test_one_pipeline_runs_each_task_on_its_pool_and_the_slurm_pools_go_back_to_
     assert records["big"]["slurm_job"] and records["big"]["slurm_job"] != records["wide"]["slurm_job"]
     # idle, each adaptive pool returns to zero: its jobs end, and the host workers were never touched
     _wait(lambda: _pool(session, "slurm").workers == 0 and _pool(session, "bigmem").workers == 0, 120, "Slurm pools back to zero")
-    _wait(lambda: not lab.ssh("login", "squeue -h -u toppipe -o %i").stdout.split(), 60, "no Slurm job left")
+    _wait(lambda: not lab.ssh("login", "squeue -h -n toppipe-lab -o %i").stdout.split(), 60, "no Slurm job of the site left")
     assert _host_workers(session) == hosts_before
 
 

@@ -74,6 +74,7 @@ def test_a_killed_tunnel_gives_one_line_up_restores_it_and_the_run_goes_on(lab, 
     assert "Traceback" not in printed, printed
 
 
+@pytest.mark.lab_alone  # stops login, Slurm's controller
 def test_a_restarted_login_node_is_survived(lab, state_dir, session, capfd):
     from toppipe.errors import SchedulerLostError
 
