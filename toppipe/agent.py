@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from toppipe import agent_pools, history, rotation
+from toppipe import agent_pools, history, pool_resources, rotation
 
 ROTATION_CHECK_SECONDS = 5
 
@@ -199,7 +199,7 @@ class Agent:
             if config["name"] in self.pools:
                 found.append(self.pools[config["name"]].describe())
                 continue
-            key = agent_pools.marker(config["name"])
+            key = pool_resources.marker(config["name"])
             workers = [ws for ws in self.scheduler.workers.values() if key in ws.resources]
             found.append({"name": config["name"], "kind": "hosts", "offer": agent_pools.pool_offer(config),
                           "workers": len(workers), "deployed": config.get("workers", 0), "hosts": config.get("hosts", []),
@@ -216,7 +216,7 @@ class Agent:
         jobs = {name: job for pool in self.pools.values() for name, job in pool.slurm_job_ids().items()}
         found = []
         for address, ws in self.scheduler.workers.items():
-            pool = agent_pools.pool_of(ws.resources)
+            pool = pool_resources.pool_of(ws.resources)
             job = None
             if pool in self.pools:
                 job = jobs.get(self.pools[pool].job_of(ws.name) or "")

@@ -26,6 +26,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
 from toppipe import rotation
+from toppipe.pool_resources import POOL_PREFIX, fits, marker, unplaceable_message, worker_offer
 
 logger = logging.getLogger("toppipe.agent")
 
@@ -34,33 +35,6 @@ ADAPT_INTERVAL = 1.0
 ADAPT_WAIT_COUNT = 5
 #: Seconds a busy worker of a pool scaled down may take to finish what it runs.
 DRAIN_SECONDS = 300
-POOL_PREFIX = "pool:"
-
-
-def marker(pool: str) -> str:
-    return f"{POOL_PREFIX}{pool}"
-
-
-def pool_of(resources: dict[str, float]) -> str | None:
-    """The pool a worker belongs to, from its resources."""
-    return next((name.removeprefix(POOL_PREFIX) for name in resources if name.startswith(POOL_PREFIX)), None)
-
-
-def fits(restrictions: dict[str, float] | None, offer: dict[str, float]) -> bool:
-    """Whether a worker offering *offer* can run a task asking for *restrictions* (pure, tested)."""
-    return all(offer.get(name, 0) >= amount for name, amount in (restrictions or {}).items())
-
-
-def unplaceable_message(restrictions: dict[str, float], offers: dict[str, dict[str, float]]) -> str:
-    """Why no pool runs a task asking for *restrictions*: the pools and what they offer."""
-    asked = ", ".join(f"{k}={v:g}" for k, v in sorted(restrictions.items()))
-    listed = "; ".join(
-        f"{name} ({', '.join(f'{k}={v:g}' for k, v in sorted(offer.items()) if not k.startswith(POOL_PREFIX)) or 'nothing'})"
-        for name, offer in offers.items()
-    )
-    return f"no pool of this site offers {asked}; its pools: {listed}"
-
-
 def slurm_job_options(base: dict[str, Any], pool: dict[str, Any], common: dict[str, Any], site: str) -> dict[str, Any]:
     """SLURMJob keyword arguments for *pool*, from the cluster's own (*base*: security, protocol...)
     and the agent's config (pure, tested)."""
@@ -93,9 +67,7 @@ def slurm_job_options(base: dict[str, Any], pool: dict[str, Any], common: dict[s
 
 def pool_offer(pool: dict[str, Any]) -> dict[str, float]:
     """What each worker of a pool (as in the agent's config) offers to tasks."""
-    threads = float(pool["threads"])
-    kind = "slurm" if pool["kind"] == "slurm" else "host"
-    return {marker(pool["name"]): threads, kind: threads, **{k: float(v) for k, v in (pool.get("resources") or {}).items()}}
+    return worker_offer(pool["name"], pool["kind"], pool["threads"], pool.get("resources"))
 
 
 class SlurmPool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from deploy.inventory import values
+from toppipe.pool_resources import POOL_PREFIX, marker, worker_offer
 
 Runtime = Literal["native", "apptainer"]
 Connection = Literal["local", "ssh"]
@@ -130,7 +131,7 @@ DEFAULT_HOST_POOL = "hosts"
 DEFAULT_SLURM_POOL = "slurm"
 #: Resource names toppipe gives every worker: its pool's (``pool:<name>``) and its kind's.
 RESERVED_RESOURCES = ("host", "slurm")
-POOL_RESOURCE_PREFIX = "pool:"
+POOL_RESOURCE_PREFIX = POOL_PREFIX
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,11 @@ class Pool:
     @property
     def marker(self) -> str:
         """The dask resource every worker of this pool has, and a task placed on it asks for."""
-        return f"{POOL_RESOURCE_PREFIX}{self.name}"
+        return marker(self.name)
 
     def worker_resources(self) -> dict[str, float]:
         """What each worker of the pool offers: its pool and kind (one per thread) and the pool's own."""
-        kind = "slurm" if self.kind == "slurm" else "host"
-        return {self.marker: float(self.threads), kind: float(self.threads), **dict(self.resources)}
+        return worker_offer(self.name, self.kind, self.threads, dict(self.resources))
 
     @property
     def service(self) -> str:

@@ -15,7 +15,7 @@ from deploy.inventory.model import Pool
 from roles.base import HostContext
 from roles.workers import EXTRA_PER_HOST, WorkersRole
 from tests.unit.test_inventory import HOSTS, SETTINGS, write_inventory
-from toppipe.agent_pools import fits, unplaceable_message
+from toppipe.pool_resources import fits, unplaceable_message
 from toppipe.errors import ToppipeError
 from toppipe.host_pools import added_index, plan
 from toppipe.pipeline import Pipeline, PipelineError, task

@@ -22,6 +22,7 @@ from toppipe.pipeline.keys import cache_keys, dask_key, provenance, task_params
 from toppipe.pipeline.reads import Snapshot
 from toppipe.pipeline.runs import Run
 from toppipe.pipeline.sources import ModuleUse
+from toppipe.pool_resources import fits, unplaceable_message
 
 #: Worker resource each kind of placement asks for (see roles/workers and toppipe.agent).
 PLACEMENT = {"hosts": {"host": 1}, "slurm": {"slurm": 1}}
@@ -79,8 +80,6 @@ def start(session, pipeline: Pipeline, on: str = "hosts", only=None, downstream_
 def placement(session, pipeline: Pipeline, names: list[str], on: str) -> dict[str, dict[str, float]]:
     """What each task asks of a worker: its own pool or resources, else the run's *on* (a kind of
     pool, or a pool's name). A PipelineError at once when no pool of the site offers it."""
-    from toppipe.agent_pools import fits, unplaceable_message
-
     pools = session._call("toppipe_pools")
     offers = {p["name"]: p["offer"] for p in pools}
     if on in PLACEMENT:
