@@ -6,8 +6,11 @@ import shutil
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 REPO = Path(__file__).resolve().parent.parent
+LAB_SSH_FOLDER = "/var/lib/toppipe-lab/ssh/"  # the lab's key and known_hosts, made by `scripts/lab up`
 
 
 def copy_inventory(name: str, dest: Path) -> Path:
@@ -20,6 +23,26 @@ def copy_inventory(name: str, dest: Path) -> Path:
     paths = settings["toppipe"].setdefault("paths", {})
     paths["project"] = str((source / paths.get("project", "../..")).resolve())
     settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return dest
+
+
+def copy_lab_with_stand_in_keys(dest: Path) -> Path:
+    """``inventories/lab`` copied as copy_inventory does, its ssh key and known_hosts stand-ins in *dest*'s
+    ``ssh`` folder (a fresh Ed25519 key, an empty known_hosts): it loads on a machine without the lab."""
+    copy_inventory("lab", dest)
+    ssh = dest / "ssh"
+    ssh.mkdir()
+    key = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption())
+    (ssh / "id_ed25519").touch(mode=0o600)
+    (ssh / "id_ed25519").write_bytes(key)
+    (ssh / "known_hosts").write_text("")
+    replaced = 0
+    for file in dest.rglob("*.yml"):
+        text = file.read_text()
+        replaced += text.count(LAB_SSH_FOLDER)
+        file.write_text(text.replace(LAB_SSH_FOLDER, f"{ssh}/"))
+    if not replaced:
+        raise AssertionError(f"inventories/lab no longer names {LAB_SSH_FOLDER}: update LAB_SSH_FOLDER")
     return dest
 
 

@@ -19,10 +19,9 @@ from roles.scheduler import SchedulerRole, agent_config
 from roles.scheduler import allocation
 from roles.tunnel import follow
 from roles.workers import WorkersRole
-from tests.inventory_copies import copy_inventory
+from tests.inventory_copies import copy_lab_with_stand_in_keys
 from toppipe import agent
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 class _Homes:
@@ -36,7 +35,7 @@ def _state(tmp_path, monkeypatch):
 
 
 def _lab(tmp_path: Path, **agent_settings) -> Path:
-    folder = copy_inventory("lab", tmp_path / "lab")
+    folder = copy_lab_with_stand_in_keys(tmp_path / "lab")
     file = folder / "group_vars" / "all.yml"
     settings = yaml.safe_load(file.read_text())
     settings["toppipe"]["agent"] = {"placement": "allocation", **agent_settings}

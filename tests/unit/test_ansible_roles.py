@@ -17,12 +17,12 @@ from roles import ROLES, AnsibleRole, site_roles
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_lab_runs_prepare_through_ansible_before_toppipes_roles():
-    roles = site_roles(load_site(REPO / "inventories" / "lab"))
+def test_lab_runs_prepare_through_ansible_before_toppipes_roles(lab_inventory):
+    roles = site_roles(load_site(lab_inventory))
     assert [r.name for r in roles] == ["prepare", *(r.name for r in ROLES)]
     prepare = roles[0]
     assert isinstance(prepare, AnsibleRole) and prepare.folder == REPO / "roles" / "prepare"
-    site = load_site(REPO / "inventories" / "lab")
+    site = load_site(lab_inventory)
     assert [h.name for h in site.hosts if prepare.applies_to(site, h)] == ["login", "db", "node1", "node2"]
 
 

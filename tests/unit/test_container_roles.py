@@ -31,10 +31,10 @@ class _Homes:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, lab_inventory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOPPIPE_STATE_DIR", str(tmp_path_factory.mktemp("state")))
-        site = load_site(REPO / "inventories" / "lab")
+        site = load_site(lab_inventory)
         yield site, lifecycle.contexts(_Homes(), site, site_files(site), {"source": None})
 
 
@@ -138,14 +138,14 @@ def test_redis_is_tls_only_with_a_password_and_protected_mode(lab):
     assert conf["protected-mode"] == "yes" and conf["requirepass"] == ctxs["db"].files["secrets/redis_password"].decode()
 
 
-def test_lsyncd_syncs_the_project_to_the_shared_folder_through_the_login_host(lab):
+def test_lsyncd_syncs_the_project_to_the_shared_folder_through_the_login_host(lab, lab_inventory):
     site, ctxs = lab
     config = lsyncd_config(ctxs["desktop"]).decode()
     assert "default.rsyncssh" in config and '"toppipe@10.213.7.10"' in config
     assert '"/srv/toppipe-lab/shared/lab/project"' in config
     assert "delay = 0.3" in config and '".git"' in config and '".venv"' in config
     assert 'StrictHostKeyChecking = "yes"' in config and 'ControlMaster = "auto"' in config
-    assert '"/var/lib/toppipe-lab/ssh/id_ed25519"' in config
+    assert f'"{lab_inventory / "ssh" / "id_ed25519"}"' in config
 
 
 def test_status_skips_a_journal_that_purge_cut_short(tmp_path, monkeypatch):

@@ -78,8 +78,8 @@ def test_targets_lists_services_alone_when_unambiguous_then_by_host():
     assert targets(SERVICES) == ["scheduler", "login/scheduler", "node1/workers", "node2/workers"]
 
 
-def test_slurm_job_output_is_in_the_agents_slurm_folder_on_the_shared_filesystem():
-    site = load_site("inventories/lab")
+def test_slurm_job_output_is_in_the_agents_slurm_folder_on_the_shared_filesystem(lab_inventory):
+    site = load_site(lab_inventory)
     assert slurm_job_log(site, "/home/toppipe/.toppipe/lab", "77") == f"{site.settings.paths.shared}/{site.name}/slurm/logs/toppipe-{site.name}-77.err"
 
 

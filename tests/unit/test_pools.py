@@ -21,7 +21,6 @@ from toppipe.host_pools import added_index, plan
 from toppipe.pipeline import Pipeline, PipelineError, task
 from toppipe.pipeline.launch import placement
 
-ROOT = Path(__file__).resolve().parents[2]
 WITH_SLURM = HOSTS + "    slurm:\n      hosts:\n        localhost:\n"
 SLURM_SETTINGS = SETTINGS + """\
   slurm:
@@ -86,10 +85,10 @@ def test_without_pools_a_site_with_a_slurm_group_also_has_the_default_slurm_pool
 
 
 @pytest.fixture(scope="module")
-def lab_site(tmp_path_factory):
+def lab_site(tmp_path_factory, lab_inventory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOPPIPE_STATE_DIR", str(tmp_path_factory.mktemp("state")))
-        yield load_site(ROOT / "inventories" / "lab")
+        yield load_site(lab_inventory)
 
 
 def test_the_lab_has_hosts_slurm_and_bigmem_and_only_bigmem_offers_bigmem(lab_site):

@@ -28,8 +28,8 @@ def test_a_restart_starts_a_service_that_runs_as_wanted():
     assert next_step(ServiceState.parse("state=stopped"), "abc", False, restart=True) is Step.NOTHING
 
 
-def test_an_up_that_restarts_the_scheduler_applies_its_host_first():
-    site, actions = load_site("inventories/lab"), lab_actions()
+def test_an_up_that_restarts_the_scheduler_applies_its_host_first(lab_inventory):
+    site, actions = load_site(lab_inventory), lab_actions()
     restarting = {"login": converged.Verdict("login", ["scheduler: would start"], restarts=["scheduler"])}
     assert lifecycle.waves(site, actions, restarting) == (actions[:2], actions[2:])
     asked = {"login": converged.Verdict("login", [converged.ASKED])}  # up --full: nothing probed
@@ -39,8 +39,8 @@ def test_an_up_that_restarts_the_scheduler_applies_its_host_first():
     assert lifecycle.waves(site, actions, {}) == (actions, None)  # login converged
 
 
-def test_every_worker_that_joined_the_old_scheduler_starts_again():
-    site, actions = load_site("inventories/lab"), lab_actions()
+def test_every_worker_that_joined_the_old_scheduler_starts_again(lab_inventory):
+    site, actions = load_site(lab_inventory), lab_actions()
     then = actions[2:4]  # login's ran first; node2 converged: none of its actions runs
     report = RunReport([ActionResult(actions[0], Outcome.CHANGED), ActionResult(actions[1], Outcome.UNCHANGED)])
     notes = []
@@ -52,8 +52,8 @@ def test_every_worker_that_joined_the_old_scheduler_starts_again():
     assert notes == ["login/workers, node1/workers, node2/workers: start again, the scheduler was restarted"]
 
 
-def test_workers_run_on_when_the_new_scheduler_was_refused_or_the_workers_started_after_it():
-    site, actions = load_site("inventories/lab"), lab_actions()
+def test_workers_run_on_when_the_new_scheduler_was_refused_or_the_workers_started_after_it(lab_inventory):
+    site, actions = load_site(lab_inventory), lab_actions()
     refused = RunReport([ActionResult(actions[0], Outcome.REFUSED, "failed its check"), ActionResult(actions[1], Outcome.UNCHANGED)])
     assert lifecycle.after_scheduler(site, actions, actions[2:], refused, print) == (actions[2:], set())
     both = RunReport([ActionResult(actions[0], Outcome.CHANGED), ActionResult(actions[1], Outcome.CHANGED)])

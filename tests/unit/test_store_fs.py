@@ -17,7 +17,7 @@ from deploy import lifecycle
 from deploy.inventory import load_site
 from deploy.state import site_files
 from roles.site import dask_config
-from tests.inventory_copies import copy_inventory
+from tests.inventory_copies import copy_lab_with_stand_in_keys
 from tests.unit.test_tunnel import _Homes
 from tests.unit.test_tunnel import _record as connection_record
 from toppipe import site_files as files
@@ -42,15 +42,15 @@ def _record(folder: Path) -> dict:
     return {**connection_record(site), "site": site.name}  # the site's name, as write_connection adds it
 
 
-def test_the_notebook_reaches_the_labs_redis_at_the_tunnels_end_with_the_clients_ca_and_password():
-    record = _record(REPO / "inventories" / "lab")
+def test_the_notebook_reaches_the_labs_redis_at_the_tunnels_end_with_the_clients_ca_and_password(lab_inventory):
+    record = _record(lab_inventory)
     settings = site_store.from_record(record)
     assert (settings.host, settings.port) == ("127.0.0.1", 16379)
     assert settings.ca == record["tls"]["ca"] and settings.password_file.endswith("/lab/secrets/redis_password")
 
 
 def test_reach_direct_reaches_redis_on_the_db_host(tmp_path):
-    folder = copy_inventory("lab", tmp_path / "lab")
+    folder = copy_lab_with_stand_in_keys(tmp_path / "lab")
     settings_file = folder / "group_vars" / "all.yml"
     settings = yaml.safe_load(settings_file.read_text())
     settings["toppipe"]["reach"] = "direct"
@@ -58,17 +58,17 @@ def test_reach_direct_reaches_redis_on_the_db_host(tmp_path):
     assert site_store.from_record(_record(folder)).address == "10.213.7.11:6379"
 
 
-def test_the_labs_folder_is_its_shared_folder_over_ssh_to_login_with_the_inventorys_settings():
-    found = _record(REPO / "inventories" / "lab")["files"]
+def test_the_labs_folder_is_its_shared_folder_over_ssh_to_login_with_the_inventorys_settings(lab_inventory):
+    found = _record(lab_inventory)["files"]
     assert found["root"] == "/srv/toppipe-lab/shared/lab"
     ssh = found["ssh"]
     assert (ssh["address"], ssh["user"], ssh["jump"]) == ("10.213.7.10", "toppipe", None)
-    assert ssh["key"] == "/var/lib/toppipe-lab/ssh/id_ed25519" and ssh["known_hosts"] == "/var/lib/toppipe-lab/ssh/known_hosts"
+    assert ssh["key"] == str(lab_inventory / "ssh" / "id_ed25519") and ssh["known_hosts"] == str(lab_inventory / "ssh" / "known_hosts")
     assert files.proxy_command(ssh) is None  # login's sshd is reached directly
 
 
-def test_tasks_on_worker_and_scheduler_hosts_know_redis_and_other_hosts_only_the_site():
-    site, ctxs = _site_and_contexts(REPO / "inventories" / "lab")
+def test_tasks_on_worker_and_scheduler_hosts_know_redis_and_other_hosts_only_the_site(lab_inventory):
+    site, ctxs = _site_and_contexts(lab_inventory)
     store = {name: yaml.safe_load(dask_config(ctx))["toppipe"]["store"] for name, ctx in ctxs.items()}
     node = site_store.from_config(store["node1"])
     assert node.address == "10.213.7.11:6379"
@@ -129,7 +129,7 @@ def test_jump_hosts_are_crossed_by_ssh_w_with_the_sites_config_and_strict_host_k
 
 
 def test_the_record_of_a_jumped_login_names_its_jump_and_the_sites_ssh_config(tmp_path):
-    folder = copy_inventory("lab", tmp_path / "lab")
+    folder = copy_lab_with_stand_in_keys(tmp_path / "lab")
     hosts = yaml.safe_load((folder / "hosts.yml").read_text())
     hosts["all"]["hosts"]["login"]["ansible_ssh_common_args"] = "-o ProxyJump=me@bastion.example.org -o StrictHostKeyChecking=yes"
     (folder / "hosts.yml").write_text(yaml.safe_dump(hosts))

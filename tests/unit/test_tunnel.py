@@ -14,7 +14,7 @@ from deploy import lifecycle
 from deploy.inventory import InventoryError, load_site
 from deploy.state import site_files
 from roles import tunnel
-from tests.inventory_copies import copy_inventory
+from tests.inventory_copies import copy_inventory, copy_lab_with_stand_in_keys
 from toppipe import interruptions
 from toppipe.errors import TunnelClosedError
 
@@ -33,7 +33,8 @@ def _state(tmp_path, monkeypatch):
 
 def _with_settings(tmp_path: Path, name: str, **changes) -> Path:
     """A copy of ``inventories/<name>`` with *changes* to its ``toppipe`` settings."""
-    folder = copy_inventory(name, tmp_path / name)
+    dest = tmp_path / name
+    folder = copy_lab_with_stand_in_keys(dest) if name == "lab" else copy_inventory(name, dest)
     file = folder / "group_vars" / "all.yml"
     settings = yaml.safe_load(file.read_text())
     settings["toppipe"].update(changes)
@@ -46,13 +47,13 @@ def _record(site) -> dict:
     return lifecycle.connection_record(site, ctxs)
 
 
-def test_a_site_whose_scheduler_is_elsewhere_is_tunnelled_by_default_and_the_local_site_is_not():
-    assert load_site(REPO / "inventories" / "lab").tunnelled
+def test_a_site_whose_scheduler_is_elsewhere_is_tunnelled_by_default_and_the_local_site_is_not(lab_inventory):
+    assert load_site(lab_inventory).tunnelled
     assert not load_site(REPO / "inventories" / "local").tunnelled
 
 
-def test_the_lab_tunnel_forwards_every_service_the_client_talks_to_clear_of_the_local_sites_ports():
-    lab, local = load_site(REPO / "inventories" / "lab"), load_site(REPO / "inventories" / "local")
+def test_the_lab_tunnel_forwards_every_service_the_client_talks_to_clear_of_the_local_sites_ports(lab_inventory):
+    lab, local = load_site(lab_inventory), load_site(REPO / "inventories" / "local")
     found = {f.name: f.option() for f in tunnel.forwards(lab)}
     assert found == {
         "scheduler": "127.0.0.1:18786:10.213.7.10:8786",
@@ -65,21 +66,21 @@ def test_the_lab_tunnel_forwards_every_service_the_client_talks_to_clear_of_the_
     assert not {f.local for f in tunnel.forwards(lab)} & (local_ports | client_ports)
 
 
-def test_the_tunnel_is_one_strict_ssh_connection_to_the_scheduler_host_that_only_forwards():
-    site = load_site(REPO / "inventories" / "lab")
+def test_the_tunnel_is_one_strict_ssh_connection_to_the_scheduler_host_that_only_forwards(lab_inventory):
+    site = load_site(lab_inventory)
     argv = tunnel.ssh_argv(site)
     login = site.scheduler_host
     assert argv[:2] == ["ssh", "-tt"] and argv[-2:] == [f"{login.user}@{login.address}", tunnel.HOLD_COMMAND]
     options = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-o"}
     assert {"BatchMode=yes", "StrictHostKeyChecking=yes", "ExitOnForwardFailure=yes", "ControlPath=none",
-            f"UserKnownHostsFile={login.known_hosts}", "IdentitiesOnly=yes"} <= options  # fmt: skip
+            f"UserKnownHostsFile={lab_inventory / 'ssh' / 'known_hosts'}", "IdentitiesOnly=yes"} <= options  # fmt: skip
     assert any(o.startswith("ServerAliveInterval=") for o in options) and any(o.startswith("ServerAliveCountMax=") for o in options)
-    assert argv[argv.index("-i") + 1] == login.ssh_key
+    assert argv[argv.index("-i") + 1] == str(lab_inventory / "ssh" / "id_ed25519")
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-L"] == [f.option() for f in tunnel.forwards(site)]
 
 
 def test_a_jumped_scheduler_host_is_reached_through_its_hops(tmp_path):
-    folder = copy_inventory("lab", tmp_path / "lab")
+    folder = copy_lab_with_stand_in_keys(tmp_path / "lab")
     hosts = yaml.safe_load((folder / "hosts.yml").read_text())
     hosts["all"]["hosts"]["login"]["ansible_ssh_common_args"] = "-o ProxyJump=me@bastion.example.org -o StrictHostKeyChecking=yes"
     (folder / "hosts.yml").write_text(yaml.safe_dump(hosts))
@@ -87,8 +88,8 @@ def test_a_jumped_scheduler_host_is_reached_through_its_hops(tmp_path):
     assert "ProxyJump=me@bastion.example.org" in argv
 
 
-def test_the_tunnel_is_a_native_service_of_the_client_whose_ports_are_its_local_ends():
-    site = load_site(REPO / "inventories" / "lab")
+def test_the_tunnel_is_a_native_service_of_the_client_whose_ports_are_its_local_ends(lab_inventory):
+    site = load_site(lab_inventory)
     ctxs = lifecycle.contexts(_Homes(), site, site_files(site), {"source": None})
     found = {(host, spec.name): spec for host, spec in lifecycle.services(site, ctxs)}
     spec = found[(site.client_host.name, "tunnel")]
@@ -99,8 +100,8 @@ def test_the_tunnel_is_a_native_service_of_the_client_whose_ports_are_its_local_
     assert "tunnel" not in {spec.name for _, spec in lifecycle.services(local, local_ctxs)}
 
 
-def test_the_record_of_a_tunnelled_site_names_only_local_ends_and_keeps_tls_names():
-    site = load_site(REPO / "inventories" / "lab")
+def test_the_record_of_a_tunnelled_site_names_only_local_ends_and_keeps_tls_names(lab_inventory):
+    site = load_site(lab_inventory)
     record = _record(site)
     assert record["reach"] == "tunnel"
     assert record["scheduler"] == "tls://127.0.0.1:18786"
@@ -136,8 +137,8 @@ def test_reach_and_tunnel_settings_are_checked_at_load(tmp_path, inventory, chan
     assert f"{key}:" in str(caught.value) and problem in str(caught.value)
 
 
-def test_a_port_of_the_tunnel_in_use_names_the_offset_to_change():
-    site = load_site(REPO / "inventories" / "lab")
+def test_a_port_of_the_tunnel_in_use_names_the_offset_to_change(lab_inventory):
+    site = load_site(lab_inventory)
     assert lifecycle._port_key(site, 18786) == "toppipe.tunnel.offset"
     assert lifecycle._port_key(site, 8889) == "toppipe.ports.jupyter"
 
