@@ -102,9 +102,25 @@ def source_bundle() -> Artifact:
                 members.append((str(file.relative_to(REPO)), file.read_bytes()))
     digest = hashlib.sha256(b"".join(n.encode() + b"\0" + d for n, d in members)).hexdigest()[:16]
     path = cache_dir() / f"source-{digest}.tar"
-    if not path.is_file():
+    if path.is_file():
+        os.utime(path)  # in use: not pruned by another checkout's deploy
+    else:
         _tar(path, members)
-        for old in cache_dir().glob("source-*.tar"):
-            if old != path:
-                old.unlink(missing_ok=True)  # code changes often: keep only the current bundle
+        _prune_source_bundles(keep=path)
     return Artifact(path, digest)
+
+
+#: A bundle unused this long is removed when another is made (code changes often). Not at once:
+#: a deploy from another checkout, or of another version, may be sending its own bundle right now.
+SOURCE_BUNDLE_KEEP_SECONDS = 3600
+
+
+def _prune_source_bundles(keep: Path) -> None:
+    import time
+
+    for old in cache_dir().glob("source-*.tar"):
+        try:
+            if old != keep and time.time() - old.stat().st_mtime > SOURCE_BUNDLE_KEEP_SECONDS:
+                old.unlink()
+        except FileNotFoundError:  # another deploy pruned it first
+            pass
