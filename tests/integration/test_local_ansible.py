@@ -68,7 +68,7 @@ def _inventory(tmp_path: Path, site: str, tasks: str, down: str | None = None) -
     settings_file = folder / "group_vars" / "all.yml"
     settings = yaml.safe_load(settings_file.read_text())
     settings["toppipe"].update(site=site, roles=["greet", *(r.name for r in ROLES)], paths={"project": str(REPO)})
-    settings["toppipe"]["ports"] = {"scheduler": 18796, "dashboard": 18797, "jupyter": 18898, "app": 18060}
+    settings["toppipe"]["ports"] = {"scheduler": 28806, "dashboard": 28807, "jupyter": 28908, "app": 28070}  # no lab site uses 28xxx
     settings_file.write_text(yaml.safe_dump(settings))
     return folder
 

@@ -19,7 +19,7 @@ def inventory(tmp_path):
     shutil.copytree(REPO / "inventories" / "local", folder)
     settings_file = folder / "group_vars" / "all.yml"
     settings = yaml.safe_load(settings_file.read_text())
-    settings["toppipe"].update(site="porttest", ports={"scheduler": 18786, "dashboard": 18787, "jupyter": 18888})
+    settings["toppipe"].update(site="porttest", ports={"scheduler": 28786, "dashboard": 28787, "jupyter": 28888})  # no lab site uses 28xxx
     settings_file.write_text(yaml.safe_dump(settings))
     return folder
 
@@ -27,13 +27,13 @@ def inventory(tmp_path):
 def test_up_refuses_a_port_in_use_before_starting_anything(inventory, tmp_path):
     state = tmp_path / "state"
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 18787))
+        squatter.bind(("127.0.0.1", 28787))
         squatter.listen()
         result = run_deploy("up", str(inventory), state_dir=state)
     assert result.code == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
-    assert "group_vars/all.yml: toppipe.ports.dashboard: port 18787 on localhost is in use" in lines[0]
+    assert "group_vars/all.yml: toppipe.ports.dashboard: port 28787 on localhost is in use" in lines[0]
     assert "choose a free port" in lines[0]
     assert marked_pids("porttest") == []
     assert not (state / "porttest" / "connection.json").exists()

@@ -127,14 +127,19 @@ def load_lab() -> Lab:
     return Lab(json.loads((LAB_STATE / "lab.json").read_text()))
 
 
+_waited: set[str] = set()
+
+
 def _wait_for(variable: str, what: str) -> None:
-    """Wait until ``scripts/test``'s background job releases the lock named by $*variable*, if any."""
+    """Wait until ``scripts/test``'s background job releases the lock named by $*variable*, if any
+    (once: the tier report says how long)."""
     import fcntl
     import time
 
     lock = os.environ.get(variable)
-    if not lock or not Path(lock).exists():
+    if not lock or not Path(lock).exists() or variable in _waited:
         return
+    _waited.add(variable)
     began = time.monotonic()
     with open(lock) as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # released when that part of the job ends, however it ends
