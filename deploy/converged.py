@@ -7,7 +7,8 @@ manage; then those paths, one a line, for the probe. The next ``up`` computes
 the digest again, on the client, and sends each host one script (all hosts side
 by side) that prints the record and probes what the host's operations would
 judge: the managed paths' kind, mode and hash (toppipe's and the Ansible
-roles'), each Ensure's own check, each service's status. A host whose digest
+roles'), each Ensure's own check (but those that take a service's client: see
+``Ensure.probed``), each service's status. A host whose digest
 matches and whose probe finds nothing to do is unchanged: its operations are not
 run. Any other host, or any doubt (no record, an unreadable one, no answer),
 goes through the full run, as before.
@@ -157,7 +158,7 @@ def probe_script(site: Site, root: str, actions: list[Action]) -> str:
         lines.append(f"sha256sum -- {' '.join(shlex.quote(p) for p in dict.fromkeys(files))} 2>/dev/null | sed 's/^/H /' || true")
     for i, action in enumerate(actions):
         r = action.resource
-        if isinstance(r, Ensure):
+        if isinstance(r, Ensure) and r.probed:
             lines.append(f"e{i}() {{\n{r.check}\n}}")
             lines.append(f"( if ( e{i} ) </dev/null >/dev/null 2>&1; then echo 'E {i} 0'; else echo 'E {i} 1'; fi ) &")
         elif isinstance(r, Service):
@@ -242,7 +243,7 @@ def _drift(i: int, action: Action, probe: _Probe) -> str | None:
     if isinstance(r, Absent):
         return None if kind == "N" else f"{r.path} exists"
     if isinstance(r, Ensure):
-        return None if probe.ensures.get(i) == "0" else f"{r.name}: its check fails"
+        return None if not r.probed or probe.ensures.get(i) == "0" else f"{r.name}: its check fails"
     if isinstance(r, Service):
         if i not in probe.services:
             return f"{r.spec.name}: no status"

@@ -66,11 +66,18 @@ class Absent:
 
 @dataclass(frozen=True)
 class Ensure:
-    """A state checked by a shell *check* (exit 0: holds) and made by *apply*."""
+    """A state checked by a shell *check* (exit 0: holds) and made by *apply*.
+
+    *probed* False: the fast path of ``up`` (:mod:`deploy.converged`) does not run the check,
+    for checks that take a service's own client (seconds, where a probe takes milliseconds).
+    Their state is trusted while the host's inputs are unchanged and its services run as
+    recorded; any full run of the host (and ``up --full``) checks it.
+    """
 
     name: str
     check: str
     apply: str
+    probed: bool = True
 
     def describe(self) -> str:
         return self.name

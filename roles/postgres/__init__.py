@@ -77,5 +77,6 @@ class PostgresRole(Role):
             Ensure("PostgreSQL data folder (initdb, scram)", f"[ -s {data}/PG_VERSION ]", f"set -e; {initdb} >/dev/null"),
             *(Service(spec) for spec in self.services(ctx)),
             # its port answers before it accepts connections (recovery after a crash): wait for that first
-            Ensure(f"database {DATABASE}", check=f"{ready} && {select}", apply=f"{ready}; {createdb}"),
+            # (not probed by a no-op up: two container starts; its service's status and data folder are)
+            Ensure(f"database {DATABASE}", check=f"{ready} && {select}", apply=f"{ready}; {createdb}", probed=False),
         ]

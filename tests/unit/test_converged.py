@@ -120,6 +120,18 @@ def test_drift_by_hand_is_found(site_files, drift, reason):
     assert probe(root, actions).reasons == [reason.format(root=root)]
 
 
+def test_a_check_the_probe_leaves_out_is_trusted_until_the_host_runs_in_full(site_files):
+    """An Ensure with probed=False (a check that takes a service's own client) is not run by the
+    probe: its state is trusted while the host's inputs are unchanged."""
+    root, actions = site_files
+    slow = Action(HOST, "site", Ensure("schema", f"[ -f {root}/schema ]", f"touch {root}/schema", probed=False))
+    remember(root, [*actions, slow])
+    assert "schema" not in converged.probe_script(OneHost(), str(root), [*actions, slow])
+    assert probe(root, [*actions, slow]).converged  # its check would fail: no file schema
+    probed = Action(HOST, "site", Ensure("schema", f"[ -f {root}/schema ]", f"touch {root}/schema"))
+    assert probe(root, [*actions, probed]).reasons == ["schema: its check fails"]
+
+
 def test_a_running_service_is_converged_and_a_killed_one_is_not(tmp_path):
     runtime = NativeRuntime()
     spec = ServiceSpec(site="converged-test", name="sleeper", argv=(sys.executable, "-c", "import time; time.sleep(600)"),
