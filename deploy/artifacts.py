@@ -7,6 +7,7 @@ hash of its inputs: unchanged pins, same tar, nothing re-sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -35,8 +36,16 @@ class Artifact:
 
 
 def versions(versions_file: Path | None = None) -> dict:
-    """``config/versions.yml``: the versions that are not Python packages."""
-    return yaml.safe_load(Path(versions_file or VERSIONS_FILE).read_text()) or {}
+    """``config/versions.yml``: the versions that are not Python packages (a copy: change it freely)."""
+    path = Path(versions_file or VERSIONS_FILE)
+    stat = path.stat()
+    return dict(_parsed(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: Path, mtime_ns: int, size: int) -> dict:
+    """The file parsed once per content seen (a deploy asks for a version about a hundred times)."""
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def version(key: str, versions_file: Path = VERSIONS_FILE) -> str:
