@@ -159,6 +159,8 @@ def lab() -> Lab:
         up = run_lab("up")
         if up.returncode != 0:
             pytest.fail(f"scripts/lab up failed ({up.returncode}):\n{up.stderr}\n{up.stdout}")
+    if os.environ.get("TOPPIPE_LAB_TIER_STARTED"):
+        Path(os.environ["TOPPIPE_LAB_TIER_STARTED"]).touch()  # scripts/test's modules beside may start
     return load_lab()
 
 
