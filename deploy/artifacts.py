@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,8 +126,6 @@ SOURCE_BUNDLE_KEEP_SECONDS = 3600
 
 
 def _prune_source_bundles(keep: Path) -> None:
-    import time
-
     for old in cache_dir().glob("source-*.tar"):
         try:
             if old != keep and time.time() - old.stat().st_mtime > SOURCE_BUNDLE_KEEP_SECONDS:

@@ -35,6 +35,8 @@ ADAPT_INTERVAL = 1.0
 ADAPT_WAIT_COUNT = 5
 #: Seconds a busy worker of a pool scaled down may take to finish what it runs.
 DRAIN_SECONDS = 300
+
+
 def slurm_job_options(base: dict[str, Any], pool: dict[str, Any], common: dict[str, Any], site: str) -> dict[str, Any]:
     """SLURMJob keyword arguments for *pool*, from the cluster's own (*base*: security, protocol...)
     and the agent's config (pure, tested)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from deploy.inventory import values
-from toppipe.pool_resources import POOL_PREFIX, marker, worker_offer
+from toppipe.pool_resources import marker, worker_offer
 
 Runtime = Literal["native", "apptainer"]
 Connection = Literal["local", "ssh"]
@@ -131,7 +131,6 @@ DEFAULT_HOST_POOL = "hosts"
 DEFAULT_SLURM_POOL = "slurm"
 #: Resource names toppipe gives every worker: its pool's (``pool:<name>``) and its kind's.
 RESERVED_RESOURCES = ("host", "slurm")
-POOL_RESOURCE_PREFIX = POOL_PREFIX
 
 
 @dataclass(frozen=True)

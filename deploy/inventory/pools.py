@@ -21,8 +21,9 @@ from typing import Any
 
 from deploy.inventory import schema, values
 from deploy.inventory.errors import InventoryError
-from deploy.inventory.model import (DEFAULT_HOST_POOL, DEFAULT_SLURM_POOL, HOST_POOL_KEYS, POOL_RESOURCE_PREFIX,
-                                    RESERVED_RESOURCES, SLURM_POOL_KEYS, Host, Pool, PoolSettings, Settings)  # fmt: skip
+from deploy.inventory.model import (DEFAULT_HOST_POOL, DEFAULT_SLURM_POOL, HOST_POOL_KEYS, RESERVED_RESOURCES,
+                                    SLURM_POOL_KEYS, Host, Pool, PoolSettings, Settings)  # fmt: skip
+from toppipe.pool_resources import POOL_PREFIX
 
 
 #: What dask's ``--resources NAME=AMOUNT,...`` reads as one name.
@@ -72,7 +73,7 @@ def _resources(raw: Any, file: Path, key: str) -> tuple[tuple[str, float], ...]:
     found = []
     for name, amount in raw.items():
         name = str(name)
-        if name in RESERVED_RESOURCES or name.startswith(POOL_RESOURCE_PREFIX) or not RESOURCE_NAME.fullmatch(name):
+        if name in RESERVED_RESOURCES or name.startswith(POOL_PREFIX) or not RESOURCE_NAME.fullmatch(name):
             raise InventoryError(file, f"{key}.{name}", f"'{name}' cannot name a resource (letters, digits, '_', '-' and '.'; host, slurm and pool:... are toppipe's own); choose another name")
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount <= 0:
             raise InventoryError(file, f"{key}.{name}", f"expected a positive amount per worker, got {amount!r}; e.g. {name}: 1")
