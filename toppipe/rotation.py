@@ -54,7 +54,7 @@ def due(workers: list[SlurmWorker], walltime_seconds: int, now: float) -> SlurmW
 
 
 def join_timeout_seconds(walltime_seconds: int) -> float:
-    """How long a rotation waits for its spare to join; the old worker then drains for half that."""
+    """How long a rotation waits for its spare to join; the old worker then drains until its walltime (half that at least)."""
     return margin_seconds(walltime_seconds) / 2
 
 
@@ -109,18 +109,26 @@ def plan(
 
 async def retire(scheduler, address: str, drain_timeout: float) -> None:
     """Retire the worker at *address* without computing a task twice: it takes no new task and
-    hands its results over; the tasks it runs then may finish (for *drain_timeout* seconds at
-    most, long-running ones excepted); then what they made moves too and it closes. A task still
-    running past that is computed again elsewhere, as when a worker dies."""
+    hands its results over; the tasks it is computing then finish (for *drain_timeout* seconds at
+    most, long-running ones excepted); then what they made moves too and it closes. Tasks queued
+    on it that it has not started go to other workers (a retiring worker starts none). A task
+    still computing past *drain_timeout* is computed again elsewhere, as when a worker dies."""
     await scheduler.retire_workers(workers=[address], close_workers=False, remove=False)
     deadline = time.monotonic() + drain_timeout
-    while time.monotonic() < deadline and _running(scheduler, address):
-        await asyncio.sleep(0.1)
+    while time.monotonic() < deadline and await _computing(scheduler, address):
+        await asyncio.sleep(0.2)
     await scheduler.retire_workers(workers=[address], close_workers=True)
 
 
-def _running(scheduler, address: str) -> bool:
-    """Whether the worker still has tasks to finish (a seceded, long-running task does not count)."""
+async def _computing(scheduler, address: str) -> bool:
+    """Whether the worker is computing a task (a seceded, long-running one does not count). Its
+    own thread table says: the scheduler's view also counts tasks queued there, which a retiring
+    worker, paused by dask, never starts."""
     ws = scheduler.workers.get(address)
-    return ws is not None and any(ts not in ws.long_running for ts in ws.processing)
-
+    keys = [ts.key for ts in ws.processing if ts not in ws.long_running] if ws is not None else []
+    if not keys:
+        return False
+    try:
+        return bool(await scheduler.rpc(address).call_stack(keys=keys))
+    except OSError:  # (gone: nothing left to wait for)
+        return False

@@ -16,6 +16,7 @@ import time
 import pytest
 import yaml
 
+from tests import marked_map
 from tests.conftest import REPO, run_deploy
 
 pytestmark = pytest.mark.lab
@@ -83,37 +84,13 @@ def test_computation_outlives_the_walltime_of_its_workers_in_each_pool(session):
     session.scale(0, pool="bigmem")
 
 
-MAP_PIPELINE = """
-import os, time
-from toppipe.pipeline import task
-
-@task
-def items(n=10, folder=""):
-    return [(i, folder) for i in range(n)]
-
-@task(map="items")
-def slow_cube(items):
-    i, folder = items
-    time.sleep(3)
-    with open(os.path.join(folder, str(i)), "a") as marks:  # one mark per computation of element i
-        marks.write("x")
-    return i ** 3
-
-@task
-def total(slow_cube):
-    return sum(slow_cube)
-"""
-
-
 def test_a_map_across_the_walltime_loses_no_finished_element_and_computes_none_twice(lab, session, tmp_path):
     """Issue 16: Slurm workers that reach their walltime in the middle of a map: every element is
     computed exactly once (a mark per computation, on the shared folder), the result is right."""
     size = 100  # longer than the walltime, however many spares work while they replace the first jobs
     folder = f"{lab.data['shared_path']}/{SITE}/marks-{secrets.token_hex(4)}"
     lab.ssh("login", f"mkdir -p {folder}")
-    path = tmp_path / "pipelines" / "across_walltime.py"
-    path.parent.mkdir(parents=True)
-    path.write_text(MAP_PIPELINE)
+    path = marked_map.write(tmp_path / "pipelines")
     session.scale(2, on="slurm")
     session.wait_for_workers(2, timeout=120)
     first_jobs = {w.slurm_job for w in session.workers()}

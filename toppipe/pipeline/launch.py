@@ -145,7 +145,7 @@ def _submit(run: Run, pipeline: Pipeline, calls: dict[str, TaskCall], started: d
                                   (dict, [[i, ref(run.key(i))] for i in task.inputs]))  # fmt: skip
     flush()
     run.futures = {name: held[run.key(name)] for name in calls}
-    _fire_and_forget(client, list(held.values()))  # the run goes on if this notebook closes
+    fanout.fire_and_forget(client, list(held.values()))  # the run goes on if this notebook closes
 
 
 class _ElementKeys:
@@ -157,18 +157,6 @@ class _ElementKeys:
 
     def __getitem__(self, index: int) -> str:
         return f"{self.prefix}-e{index}"
-
-
-def _fire_and_forget(client, futures: list) -> None:
-    """``distributed.fire_and_forget(futures)`` in one message to the scheduler: dask sends one per
-    future, each a wake-up of the client's event loop (about 0.1 ms each, a second per 10,000 tasks)."""
-    send = getattr(client, "_send_to_scheduler", None)
-    if send is None:  # (a dask without it: its own way)
-        from distributed import fire_and_forget
-
-        fire_and_forget(futures)
-    elif futures:
-        send({"op": "client-desires-keys", "keys": [future.key for future in futures], "client": "fire-and-forget"})
 
 
 def _named_graph(graph: dict, name: str):
