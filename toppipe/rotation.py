@@ -107,6 +107,10 @@ def plan(
     return waiting[: max(urgent, max_starting)]
 
 
+#: How often a draining worker is asked whether it still computes (a message to it each time).
+DRAIN_POLL_SECONDS = 0.5
+
+
 async def retire(scheduler, address: str, drain_timeout: float) -> None:
     """Retire the worker at *address* without computing a task twice: it takes no new task and
     hands its results over; the tasks it is computing then finish (for *drain_timeout* seconds at
@@ -116,7 +120,7 @@ async def retire(scheduler, address: str, drain_timeout: float) -> None:
     await scheduler.retire_workers(workers=[address], close_workers=False, remove=False)
     deadline = time.monotonic() + drain_timeout
     while time.monotonic() < deadline and await _computing(scheduler, address):
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
     await scheduler.retire_workers(workers=[address], close_workers=True)
 
 
