@@ -40,10 +40,23 @@ def _warmer(csv: str, degrees: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_every_run_right_after_a_same_size_save_uses_the_saved_code(session, tmp_path):
+def _sync_evidence(state_dir: Path) -> str:
+    """The end of the desktop's lsyncd log and its status file: why an edit did not reach the hosts."""
+    folder = state_dir / "lab" / "services" / "lsyncd"
+    found = []
+    for name in ("log", "status"):
+        try:
+            found.append(f"--- lsyncd {name} ---\n" + "\n".join((folder / name).read_text().splitlines()[-40:]))
+        except OSError as error:
+            found.append(f"--- lsyncd {name}: {error}")
+    return "\n".join(found)
+
+
+def test_every_run_right_after_a_same_size_save_uses_the_saved_code(session, state_dir, tmp_path):
     """EDITS edits that keep the module's size, each followed at once by a run: each run returns
     its own edit's value, and each cached result, read back from the cache, is that value."""
-    from toppipe.pipeline import cache
+    from toppipe.pipeline import PipelineError, cache
+    from toppipe.pipeline.execute import TaskFailed
 
     project = Path(session.record["project_local"])
     name = f"toppipe_probe_{secrets.token_hex(4)}"
@@ -59,7 +72,10 @@ def test_every_run_right_after_a_same_size_save_uses_the_saved_code(session, tmp
         for value in range(100, 100 + EDITS):
             module.write_text(f"VALUE = {value}\n")  # same size, within the same second as the last
             run = pipeline.run(on="hosts")
-            results[value] = run.wait(timeout=120).result("value")
+            try:
+                results[value] = run.wait(timeout=120).result("value")
+            except (PipelineError, TaskFailed) as error:  # the edit never reached a host: say why
+                pytest.fail(f"edit {value}: {error}\n{_sync_evidence(state_dir)}")
             runs[value] = run
         wrong = {value: got for value, got in results.items() if got != value}
         assert not wrong, f"runs returned another edit's value (edit: returned): {wrong}"
