@@ -273,9 +273,8 @@ class Agent:
             if not (set(pool.workers()) - before):
                 logging.getLogger("toppipe.agent").warning("no spare of pool %s joined within %.0f s; retiring %s anyway",
                                                            pool.name, join_timeout, worker.name)  # fmt: skip
-            if old is not None:  # its tasks may finish until Slurm ends it: closing it sooner computes them twice
-                left = worker.joined + walltime - time.time()
-                await pool.remove([old], drain_seconds=max(join_timeout / 2, left))
+            if old is not None:
+                await pool.remove([old], drain_seconds=rotation.drain_seconds(worker, walltime, time.time()))
             logging.getLogger("toppipe.agent").info("rotated %s of pool %s before its walltime", worker.name, pool.name)
         except Exception:  # keep the agent alive; the next round tries again
             logging.getLogger("toppipe.agent").exception("rotating %s failed", worker.name)

@@ -54,8 +54,19 @@ def due(workers: list[SlurmWorker], walltime_seconds: int, now: float) -> SlurmW
 
 
 def join_timeout_seconds(walltime_seconds: int) -> float:
-    """How long a rotation waits for its spare to join; the old worker then drains until its walltime (half that at least)."""
+    """How long a rotation waits for its spare to join; the old worker then drains (:func:`drain_seconds`)."""
     return margin_seconds(walltime_seconds) / 2
+
+
+def seconds_left(worker: SlurmWorker, walltime_seconds: int, now: float) -> float:
+    """The walltime *worker* has left at *now* (counted from when it joined: Slurm's end comes a little sooner)."""
+    return worker.joined + walltime_seconds - now
+
+
+def drain_seconds(worker: SlurmWorker, walltime_seconds: int, now: float) -> float:
+    """How long the retiring *worker* may finish the tasks it computes: until its walltime (half the
+    join timeout at least), since closing it sooner computes those tasks twice."""
+    return max(join_timeout_seconds(walltime_seconds) / 2, seconds_left(worker, walltime_seconds, now))
 
 
 def last_call_seconds(walltime_seconds: int) -> float:
@@ -97,13 +108,13 @@ def plan(
             w
             for w in workers
             if w.name not in rotating
-            and now >= min(replacement_time(w, walltime_seconds), w.joined + walltime_seconds - last_call)
+            and (now >= replacement_time(w, walltime_seconds) or seconds_left(w, walltime_seconds, now) <= last_call)
         ),
         key=lambda w: (w.joined, replacement_time(w, walltime_seconds), w.name),
     )
     if max_starting is None:
         return waiting
-    urgent = sum(1 for w in waiting if w.joined + walltime_seconds - now <= last_call)  # they come first
+    urgent = sum(1 for w in waiting if seconds_left(w, walltime_seconds, now) <= last_call)  # they come first
     return waiting[: max(urgent, max_starting)]
 
 

@@ -10,6 +10,7 @@ dropped with the old worker's client and computed again.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from types import SimpleNamespace
 
@@ -21,6 +22,8 @@ from toppipe.pipeline.launch import start
 from toppipe.pipeline.loader import load
 
 SIZE = 12
+#: A map element's dask key: the group's first task's key, then ``-e<index>`` (launch._ElementKeys).
+ELEMENT_KEY = re.compile(r"-e\d+$")
 
 
 def _group_worker(dask_scheduler):
@@ -40,7 +43,7 @@ def _dropped_elements(dask_scheduler):
     them went away (the old group's worker): a new group's elements of those keys would be new
     tasks, computed again beside the old ones."""
     return sorted({key for key, start, finish, _, stimulus, *_ in dask_scheduler.transition_log
-                   if "-e" in str(key) and (start, finish) == ("processing", "released")
+                   if ELEMENT_KEY.search(str(key)) and (start, finish) == ("processing", "released")
                    and stimulus.startswith(("remove-client", "client-releases-keys"))})  # fmt: skip
 
 

@@ -144,3 +144,9 @@ def _one_per_round(workers, walltime_seconds, now, rotating, max_starting):
 def test_one_new_rotation_per_check_loses_workers_of_a_pool_that_started_together():
     outcome = simulate(_one_per_round, None)
     assert len(outcome.lost) > 50  # 200 due at once, 72 checks before the walltime
+
+
+def test_a_retiring_worker_drains_until_its_walltime_and_half_the_join_timeout_at_least():
+    worker = SlurmWorker("w", "tcp://w", joined=1000.0)
+    assert rotation.drain_seconds(worker, 3600, now=1000.0 + 3600 - 500) == 500
+    assert rotation.drain_seconds(worker, 3600, now=1000.0 + 3600) == rotation.join_timeout_seconds(3600) / 2
