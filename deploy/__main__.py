@@ -297,4 +297,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from toppipe.quick_exit import run
+
+    run(main)  # the heap pyinfra and gevent leave is not torn down object by object

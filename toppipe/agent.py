@@ -394,4 +394,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from toppipe import quick_exit
+
+    quick_exit.run(lambda: main(sys.argv[1:]))

@@ -32,7 +32,7 @@ class JupyterRole(Role):
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
         settings = ctx.site.settings
         argv = [
-            ctx.python, "-m", "jupyterlab",
+            ctx.python, "-m", "toppipe.jupyter",  # JupyterLab, ended without the interpreter's teardown
             "--no-browser",
             f"--ServerApp.ip={settings.bind}",
             f"--ServerApp.port={settings.ports.jupyter}",

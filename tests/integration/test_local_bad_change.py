@@ -79,7 +79,7 @@ def test_a_change_that_cannot_start_leaves_the_site_running(site, state_dir, mon
     assert "failed its check" in refused["scheduler"] and "No module named 'toppipe'" in refused["scheduler"], out
     assert "the running scheduler was left as it is" in refused["scheduler"]
     assert "No module named 'distributed'" in refused["workers"] and "previous definition of workers was started again" in refused["workers"]
-    assert "No module named jupyterlab" in refused["jupyter"]
+    assert "No module named 'jupyterlab'" in refused["jupyter"]
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: site local: the new definition of localhost scheduler"), bad.stderr
     assert "Traceback" not in out
 
