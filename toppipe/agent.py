@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from toppipe import agent_pools, history, pool_resources, rotation
+from toppipe import agent_check, agent_pools, history, pool_resources, rotation
 
 ROTATION_CHECK_SECONDS = 5
 
@@ -387,6 +387,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m toppipe.agent CONFIG.yaml", file=sys.stderr)
         return 2
+    if agent_check.main(argv):  # one line saying why; `up` checks first only when an agent runs
+        return 1
     with open(argv[0]) as handle:
         config = yaml.safe_load(handle)
     asyncio.run(run(config))

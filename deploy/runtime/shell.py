@@ -156,6 +156,9 @@ def guarded_start(spec: ServiceSpec, launch: str, check: str) -> str:
     1. *check* (empty: none) runs first, beside what runs; if it fails, nothing
        is stopped, the kept configuration files are put back, and the script
        prints a ``REFUSED:`` line (exit 0: the host's other actions go on).
+       With nothing running there is nothing to protect: the service starts
+       without it (a first ``up`` would wait for it, on the scheduler's path),
+       and must itself refuse a definition it cannot start with, in one line.
     2. *launch* stops the old and starts the new; if it fails and a kept
        definition other than this one exists, its files are put back and it is
        started again: ``REFUSED:`` when that works, exit 1 when not.
@@ -166,15 +169,12 @@ def guarded_start(spec: ServiceSpec, launch: str, check: str) -> str:
     running = f"[ -n \"$({marked_pids(spec.marker, fixed=True)} || true)\" ]"
     checking = ""
     if check:
-        checking = f"""why=$( ( {check} ) </dev/null 2>&1 ) || {{
+        checking = f"""if {running} && ! why=$( ( {check} ) </dev/null 2>&1 ); then
   reason="{_last_line('why')}"
-  if {running}; then
-    restore_files
-    echo "REFUSED: the new definition failed its check (${{reason:-no output}}); the running {name} was left as it is"
-    exit 0
-  fi
-  echo "{name}: the new definition failed its check: ${{reason:-no output}}" >&2; exit 1
-}}
+  restore_files
+  echo "REFUSED: the new definition failed its check (${{reason:-no output}}); the running {name} was left as it is"
+  exit 0
+fi
 """
     return f"""set -u
 umask 077

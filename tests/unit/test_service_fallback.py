@@ -145,6 +145,20 @@ def test_a_failed_check_stops_nothing_and_puts_the_config_back(web, tmp_path):
     assert (tmp_path / "web.conf").read_text() == "v1\n"
 
 
+def test_with_nothing_running_the_check_is_not_waited_for(web, tmp_path):
+    """A first start has nothing to protect: the service starts at once and refuses a bad definition itself."""
+    marker = tmp_path / "checked"
+    result = start(dataclasses.replace(web, check_argv=("sh", "-c", f"touch {marker}; exit 1")))
+    assert result.returncode == 0 and refusal(result.stdout) is None, result.stdout + result.stderr
+    assert answer(web) == "v1" and not marker.exists()
+    bash(RUNTIME.stop_command(web))
+    (tmp_path / "web.conf").write_text("bad\n")
+    result = start(changed(web, check_argv=("true",)))  # the service's own refusal, then the kept definition
+    why = refusal(result.stdout)
+    assert why is not None and "'bad' is not a setting" in why and why.endswith("the previous definition of web was started again"), result.stdout
+    assert answer(web) == "v1"
+
+
 def test_a_passing_check_lets_the_new_definition_in(web, tmp_path):
     assert start(web).returncode == 0
     (tmp_path / "web.conf").write_text("v2\n")
