@@ -7,6 +7,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,16 @@ class Completed:
     code: int
     stdout: str
     stderr: str
+
+
+def until(condition, seconds: float, every: float = 0.05) -> bool:
+    """Whether *condition()* held within *seconds* (asked every *every* seconds)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
 
 
 def run_deploy(*args: str, state_dir: Path, timeout: float = 300, cwd: Path = REPO) -> Completed:

@@ -29,6 +29,7 @@ import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from toppipe import agent_check, agent_pools, history, pool_resources, rotation
+from toppipe.run_cancel import RunCanceller
 
 ROTATION_CHECK_SECONDS = 5
 
@@ -121,6 +122,7 @@ class Agent:
         )
         self.scheduler.add_plugin(self.task_counter)
         self.scheduler.add_plugin(agent_pools.UnplaceableTasks(self.scheduler, self.offers()))
+        self.scheduler.add_plugin(RunCanceller(self.scheduler))
         if self.config.get("records"):
             from toppipe.recorder import RunRecorder
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_deploy
+from tests.conftest import REPO, run_deploy, until
 
 pytestmark = pytest.mark.integration
 
@@ -412,3 +412,24 @@ def test_a_map_s_results_stay_on_the_workers_or_in_the_cache_until_asked_for(ses
             assert len(found) == size and sum(sizes) == 0, sizes
             assert found[5] == expected[5] and found[-1] == expected[-1] and sum(sizes) < 2 * width + 1000, sizes
             assert found[2990:] == expected[2990:] and "<MapResults of padded: 3000 elements [(0, " in repr(found)
+
+
+def test_cancelling_a_map_run_stops_its_elements_too(session, tmp_path):
+    """The elements a map's group task sent from its worker are cancelled with the run (the
+    agent's toppipe.run_cancel): without it they computed on after the run said cancelled."""
+    from tests import marked_map
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = session.load(marked_map.write(tmp_path / "pipelines")).run(on="hosts", params={"n": 8, "folder": str(marks)}, force=True)
+    assert until(lambda: any(marks.iterdir()), 60), "no element started"
+    run.cancel()
+
+    def run_keys_processing():
+        return [k for keys in session.client.processing().values() for k in keys if f"-{run.id}-" in str(k)]
+
+    assert until(lambda: not run_keys_processing(), 10), run_keys_processing()
+    assert until(lambda: not any(session.client.run(lambda dask_worker: len(dask_worker.state.executing)).values()), 10)
+    assert run.status()["slow_cube"] == "cancelled"
+    computed = len(list(marks.iterdir()))
+    assert computed <= 4, f"{computed} of 8 elements computed, most after the run was cancelled"

@@ -276,7 +276,8 @@ class Run:
         return self
 
     def cancel(self) -> None:
-        """Stop the run: tasks not finished are cancelled, and the record says so."""
+        """Stop the run: tasks not finished are cancelled, and the record says so (its event also has
+        the site agent cancel what a map's group submitted: :mod:`toppipe.run_cancel`)."""
         if self.futures:
             with self.session.guard_scheduler(self.id, self.futures.values()):
                 self.session.client.cancel(list(self.futures.values()), force=True)
