@@ -4,7 +4,9 @@ element was computed twice, whatever happened to the workers meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from types import SimpleNamespace
 
 PIPELINE = """
 import os, time
@@ -34,3 +36,18 @@ def write(folder: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(PIPELINE)
     return path
+
+
+def cluster(n_workers: int):
+    """A real dask cluster of worker processes with one thread each, like the lab's Slurm workers."""
+    import distributed
+
+    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, resources={"host": 1},
+                                    dashboard_address=None, worker_dashboard_address=None)  # fmt: skip
+
+
+def session(client, folder: Path) -> SimpleNamespace:
+    """What ``pipeline.launch.start`` and ``Run`` need of a session, on *client*: one pool, ``hosts``."""
+    return SimpleNamespace(record={"results": str(folder / "results")}, client=client, site="here",
+                           guard_scheduler=lambda *_: contextlib.nullcontext(),
+                           _call=lambda name: [{"name": "hosts", "offer": {"host": 1}}])  # fmt: skip

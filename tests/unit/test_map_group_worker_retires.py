@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from types import SimpleNamespace
 
 import distributed
 
@@ -51,11 +50,9 @@ def test_retiring_the_group_s_worker_computes_no_element_twice(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     pipeline = load(marked_map.write(tmp_path))
-    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=True, resources={"host": 1},
-                                  dashboard_address=None, worker_dashboard_address=None) as cluster:  # fmt: skip
+    with marked_map.cluster(3) as cluster:
         with distributed.Client(cluster) as client:
-            session = SimpleNamespace(record={"results": str(tmp_path / "results")}, client=client, site="here",
-                                      _call=lambda name: [{"name": "hosts", "offer": {"host": 1}}])  # fmt: skip
+            session = marked_map.session(client, tmp_path)
             run = start(session, pipeline, on="hosts", params={"n": SIZE, "folder": str(marks)})
             deadline = time.monotonic() + 60
             while not list(marks.iterdir()) and time.monotonic() < deadline:  # elements are running

@@ -4,9 +4,7 @@ those it submits after the run was cancelled."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from types import SimpleNamespace
 
 import distributed
 
@@ -35,13 +33,10 @@ def test_cancelling_a_run_cancels_the_elements_its_map_sent(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     pipeline = load(marked_map.write(tmp_path))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, resources={"host": 1},
-                                  dashboard_address=None, worker_dashboard_address=None) as cluster:  # fmt: skip
+    with marked_map.cluster(2) as cluster:
         with distributed.Client(cluster) as client:
             client.run_on_scheduler(_install)
-            session = SimpleNamespace(record={"results": str(tmp_path / "results")}, client=client, site="here",
-                                      guard_scheduler=lambda *_: contextlib.nullcontext(),
-                                      _call=lambda name: [{"name": "hosts", "offer": {"host": 1}}])  # fmt: skip
+            session = marked_map.session(client, tmp_path)
             run = start(session, pipeline, on="hosts", params={"n": SIZE, "folder": str(marks)})
             assert until(lambda: any(marks.iterdir()), 60)  # elements are computing
             run.cancel()
