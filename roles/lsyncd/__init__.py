@@ -14,7 +14,7 @@ import posixpath
 from deploy.inventory import Host, Site
 from deploy.resources import File, Resource, Service, ServiceSpec
 from roles.base import HostContext, Role
-from toppipe.pipeline.sources import SYNC_EXCLUDE
+from toppipe.sync_exclude import SYNC_EXCLUDE
 
 #: Seconds lsyncd gathers events before it syncs: explicit and small.
 DELAY = 0.3

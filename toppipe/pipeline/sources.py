@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 from toppipe.pipeline import packages
 from toppipe.pipeline.reads import Snapshot, file_digest, wait_for_digest
+from toppipe.sync_exclude import SYNC_EXCLUDE
 
-#: Never synced to the site, so never part of a snapshot: version control, environments, caches.
-SYNC_EXCLUDE = (".git", ".venv", ".venv-*", "__pycache__", "*.pyc", ".pytest_cache", ".ipynb_checkpoints", ".mypy_cache")
 #: Modules the pipeline loader made: their functions travel by value, so workers need no file.
 PIPELINE_MODULES = "toppipe_pipeline_"
 
