@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from concurrent.futures import CancelledError
 
 from toppipe.errors import RunInterruptedError, SchedulerLostError, TunnelClosedError
@@ -65,17 +66,24 @@ def _inventory(record: dict) -> str:
     return relative if not relative.startswith("..") else path
 
 
-def tunnel_closed(record: dict) -> bool:
+def tunnel_closed(record: dict, settle: float = 0.2) -> bool:
     """True when *record* names a tunnelled site whose tunnel's local end of the scheduler does
-    not listen (the tunnel's ssh died or lost its connection): the site itself may be fine."""
+    not listen (the tunnel's ssh died or lost its connection): the site itself may be fine.
+
+    A local end that answers is asked once more after *settle* seconds: a killed ssh closes the
+    connections it carried a moment before its listening socket, and a session asks right then."""
     if record.get("reach") != "tunnel":
         return False
     host, _, port = record["scheduler"].split("://", 1)[-1].rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
-            return False
-    except OSError:
-        return True
+    for attempt in range(2):
+        if attempt:
+            time.sleep(settle)
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+                pass
+        except OSError:
+            return True
+    return False
 
 
 def tunnel_error(record: dict, run_id: str | None = None) -> TunnelClosedError:

@@ -4,6 +4,7 @@ runs, its local ports, and the connection record's addresses. Pure logic, no hos
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import psycopg
@@ -157,6 +158,23 @@ def test_a_closed_tunnel_gives_one_line_naming_up_and_leaves_a_run_going_on():
     direct = {**record, "reach": "direct"}
     assert not interruptions.tunnel_closed(direct)
     assert "scheduler of site lab is gone" in str(interruptions.scheduler_gone(direct))
+
+
+def test_a_tunnel_whose_local_end_closes_right_after_answering_counts_as_closed():
+    """A killed ssh closes the connections it carried, then its listening socket: a session that
+    asks in between finds a local end that answers once, then no more."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def close_after_first():
+        listener.accept()[0].close()
+        listener.close()
+
+    threading.Thread(target=close_after_first, daemon=True).start()
+    record = {"site": "lab", "reach": "tunnel", "scheduler": f"tls://127.0.0.1:{port}"}
+    assert interruptions.tunnel_closed(record)
+    with socket.create_server(("127.0.0.1", 0)) as alive:  # one that keeps listening: open
+        assert not interruptions.tunnel_closed({**record, "scheduler": f"tls://127.0.0.1:{alive.getsockname()[1]}"})
 
 
 def test_a_connection_closed_before_tls_is_told_from_other_value_errors():
