@@ -16,6 +16,7 @@ import time
 import distributed
 
 from tests import marked_map
+from tests.conftest import until
 from toppipe import rotation
 from toppipe.pipeline.launch import start
 from toppipe.pipeline.loader import load
@@ -54,9 +55,7 @@ def test_retiring_the_group_s_worker_computes_no_element_twice(tmp_path):
         with distributed.Client(cluster) as client:
             session = marked_map.session(client, tmp_path)
             run = start(session, pipeline, on="hosts", params={"n": SIZE, "folder": str(marks)})
-            deadline = time.monotonic() + 60
-            while not list(marks.iterdir()) and time.monotonic() < deadline:  # elements are running
-                time.sleep(0.05)
+            until(lambda: any(marks.iterdir()), 60)  # elements are running
             group_worker = client.run_on_scheduler(_group_worker)
             assert group_worker is not None
             cluster.scale(4)  # the spare joins first, as in a rotation
