@@ -15,7 +15,7 @@ import os
 import sqlite3
 import sys
 import time
-from contextlib import closing
+from contextlib import closing, nullcontext
 
 from toppipe.errors import ToppipeError
 
@@ -128,6 +128,9 @@ def is_current(url: str) -> bool:
 class RecordStore:
     """Reads and writes runs and their tasks; one connection, used from one thread."""
 
+    #: Whether :meth:`write` sends a batch's statements to PostgreSQL in one pipeline (the bench's baseline: not).
+    pipelined = True
+
     def __init__(self, url: str):
         self.url, self.kind = url, backend(url)
         self.db = connect(url)
@@ -142,13 +145,16 @@ class RecordStore:
         return sql.replace("?", "%s") if self.kind == "postgresql" else sql
 
     def _run(self, sql: str, args: tuple = ()) -> list[dict]:
+        """The rows of a ``SELECT`` (as dicts); nothing for any other statement, which in a
+        pipeline (:meth:`write` on PostgreSQL) is sent without waiting for its result."""
         cur = self.db.cursor()
         try:
             cur.execute(self._dialect(sql), args)
-            if cur.description is None:
+            if not sql.lstrip().upper().startswith("SELECT"):
                 return []
+            rows = cur.fetchall()  # in a pipeline, waits for this result (and those before it)
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, tuple(row))) for row in cur.fetchall()]
+            return [dict(zip(names, tuple(row))) for row in rows]
         finally:
             cur.close()
 
@@ -161,16 +167,21 @@ class RecordStore:
 
     def write(self, events: list[tuple[str, dict]]) -> None:
         """Apply ``(topic, message)`` events (see :mod:`toppipe.recorder`) in one transaction.
-        Writing the same events again adds no run or task twice (a spool may replay a batch)."""
-        for topic, msg in events:
-            if topic == "toppipe-run":
-                self._run_event(msg)
-            elif topic == "toppipe-task":
-                self._task_event(msg)
-            elif topic == AGENT_TOPIC and msg.get("state") == "started":
-                self.interrupt_unsettled(msg["time"])
-            elif topic == AGENT_TOPIC and msg.get("state") == "stopping":
-                self.interrupt_unsettled(msg["time"], f"interrupted: {msg.get('why') or 'the scheduler stopped'}")
+        Writing the same events again adds no run or task twice (a spool may replay a batch).
+
+        On PostgreSQL the statements go in one pipeline: a map's element costs three statements,
+        and one round trip each made the writer fall behind a map of ten thousand fast elements
+        (``bench/records_write.py``); an error is raised when the pipeline ends, as before."""
+        with self.db.pipeline() if self.kind == "postgresql" and self.pipelined else nullcontext():
+            for topic, msg in events:
+                if topic == "toppipe-run":
+                    self._run_event(msg)
+                elif topic == "toppipe-task":
+                    self._task_event(msg)
+                elif topic == AGENT_TOPIC and msg.get("state") == "started":
+                    self.interrupt_unsettled(msg["time"])
+                elif topic == AGENT_TOPIC and msg.get("state") == "stopping":
+                    self.interrupt_unsettled(msg["time"], f"interrupted: {msg.get('why') or 'the scheduler stopped'}")
         self.db.commit()
 
     def interrupt_unsettled(self, agent_started: float, error: str | None = None) -> list[str]:
