@@ -125,6 +125,13 @@ def is_current(url: str) -> bool:
         return cur.fetchone()[0] == SCHEMA_VERSION
 
 
+def _pipeline_supported() -> bool:
+    """Whether psycopg's libpq can pipeline (14 and later; psycopg-binary bundles one that can)."""
+    import psycopg
+
+    return psycopg.Pipeline.is_supported()
+
+
 class RecordStore:
     """Reads and writes runs and their tasks; one connection, used from one thread."""
 
@@ -136,6 +143,8 @@ class RecordStore:
         self.db = connect(url)
         if self.kind == "sqlite":
             self.db.row_factory = sqlite3.Row
+        elif not _pipeline_supported():
+            self.pipelined = False  # a libpq older than 14 has no pipeline: one round trip per statement
 
     def close(self) -> None:
         self.db.close()
