@@ -26,7 +26,15 @@ from tests.lab.conftest import load_lab
 
 #: Run on login inside the scheduler image: a bare SLURMCluster scaled to n jobs and back to
 #: zero, one round per line read on stdin ("go"); one JSON line per round.
+#: A SpecCluster names new workers from where it left off, so a round after ``scale(0)`` reuses
+#: the names of the round before; the callback dask schedules lost-worker-timeout (15 s) after a
+#: worker leaves then closes the new job of the same name if it has not joined yet: "3 of 4
+#: joined", its job cancelled by its own cluster 2 s after it started. The callback is set to run
+#: at once here (the old workers are gone by then). The agent names every job anew (agent_pools).
 RAW_SCALE_SCRIPT = RAW_PREAMBLE + r'''
+import dask
+dask.config.set({"distributed.deploy.lost-worker-timeout": "0.1s"})
+
 async def main(cfg):
     async with plain_cluster(cfg) as cluster:
         async with Client(cluster, asynchronous=True, security=Security()):
