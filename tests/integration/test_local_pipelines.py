@@ -156,10 +156,14 @@ def _settled_records(session, run_id: str, timeout: float = 10) -> list[dict]:
     while True:
         store = session.records()
         try:
-            tasks, run = store.tasks(run_id), store.run(run_id)
+            # the run first: its end is written with or after its tasks' states, so once it is read
+            # settled, its tasks read next are too (read the other way, a run written whole between
+            # the two reads gave no task and a settled run)
+            run = store.run(run_id)
+            tasks = store.tasks(run_id)
         finally:
             store.close()
-        if run and run["state"] != "running" and all(t["state"] not in ("pending", "running") for t in tasks):
+        if run and run["state"] != "running" and tasks and all(t["state"] not in ("pending", "running") for t in tasks):
             return tasks
         assert time.monotonic() < deadline, f"run {run_id} records did not settle: {run} {tasks}"
         time.sleep(0.1)
