@@ -143,11 +143,24 @@ def test_a_failed_slurm_tasks_job_output_is_one_click_from_the_run_page(page, ap
 
 
 def test_an_action_restarts_a_service_and_is_journaled(page, state_dir, lab):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.wait_for_selector("#services-table", timeout=30_000)
-    button = page.locator('button[data-action=restart][data-service="desktop/lsyncd"]').first
-    button.wait_for(timeout=30_000)
-    button.click()
-    page.wait_for_function("document.querySelector('#action-message') && document.querySelector('#action-message').innerText.includes('restarted')", timeout=90_000)
+    for _ in range(3):  # the table is rebuilt whenever the poller read something new: a click on a row being replaced is lost
+        button = page.locator('button[data-action=restart][data-service="desktop/lsyncd"]').first
+        button.wait_for(timeout=30_000)
+        try:
+            with page.expect_event("dialog", timeout=10_000):  # the action's confirm dialog (accepted by the page fixture)
+                button.click()
+            break
+        except PlaywrightTimeout:
+            continue
+    else:
+        pytest.fail("three clicks on lsyncd's restart button brought no confirm dialog")
+    try:
+        page.wait_for_function("document.querySelector('#action-message') && document.querySelector('#action-message').innerText.includes('restarted')", timeout=90_000)
+    except PlaywrightTimeout:
+        pytest.fail(f"no 'restarted' within 90 s; the action message says: {page.inner_text('#action-message')!r}")
     journals = sorted((state_dir / "lab" / "deploys").glob("*-dashboard*"))
     assert journals, "the action left no journal"
 
