@@ -135,16 +135,14 @@ def _pipeline_supported() -> bool:
 class RecordStore:
     """Reads and writes runs and their tasks; one connection, used from one thread."""
 
-    #: Whether :meth:`write` sends a batch's statements to PostgreSQL in one pipeline (the bench's baseline: not).
-    pipelined = True
-
     def __init__(self, url: str):
         self.url, self.kind = url, backend(url)
         self.db = connect(url)
         if self.kind == "sqlite":
             self.db.row_factory = sqlite3.Row
-        elif not _pipeline_supported():
-            self.pipelined = False  # a libpq older than 14 has no pipeline: one round trip per statement
+        #: Whether :meth:`write` sends a batch's statements in one pipeline: PostgreSQL with a libpq
+        #: that can (14 and later; older ones, one round trip per statement; the bench's baseline: off).
+        self.pipelined = self.kind == "postgresql" and _pipeline_supported()
 
     def close(self) -> None:
         self.db.close()
@@ -181,7 +179,7 @@ class RecordStore:
         On PostgreSQL the statements go in one pipeline: a map's element costs three statements,
         and one round trip each made the writer fall behind a map of ten thousand fast elements
         (``bench/records_write.py``); an error is raised when the pipeline ends, as before."""
-        with self.db.pipeline() if self.kind == "postgresql" and self.pipelined else nullcontext():
+        with self.db.pipeline() if self.pipelined else nullcontext():
             for topic, msg in events:
                 if topic == "toppipe-run":
                     self._run_event(msg)
