@@ -96,15 +96,26 @@ class ImageSpec:
 SQUASHFS_ARGS = ("--mksquashfs-args", "-comp gzip -Xcompression-level 1")
 
 
+#: The table of images (one line each; bash reads it too, in scripts/toppipe.d/digest.sh).
+IMAGES_TABLE = REPO / "containers" / "images.txt"
+
+
+def read_images(table: Path = IMAGES_TABLE) -> dict[str, ImageSpec]:
+    """Every image of *table*, by name: ``name definition base pins versions`` per line,
+    ``-`` for none, lists comma-separated, ``#`` starts a comment."""
+    found: dict[str, ImageSpec] = {}
+    for line in table.read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        name, definition, base, pins, keys = words
+        listed = lambda word: tuple(word.split(",")) if word != "-" else ()  # noqa: E731
+        found[name] = ImageSpec(definition, listed(pins), None if base == "-" else base, listed(keys))
+    return found
+
+
 #: Every image, by name. Paths are relative to the repository.
-IMAGES: dict[str, ImageSpec] = {
-    "base": ImageSpec("containers/base.def", versions=("python",)),
-    "compute": ImageSpec("containers/compute.def", ("requirements/worker.txt",), base="base"),
-    "scheduler": ImageSpec("containers/scheduler.def", ("requirements/scheduler.txt",), base="compute", versions=("slurm",)),
-    "client": ImageSpec("containers/client.def", ("requirements.txt",), base="scheduler"),
-    "postgres": ImageSpec("containers/postgres.def", base="base", versions=("postgresql",)),
-    "redis": ImageSpec("containers/redis.def", base="base"),
-}
+IMAGES: dict[str, ImageSpec] = read_images()
 
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 APT_SOURCES = Path("/etc/apt")
