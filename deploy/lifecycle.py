@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -23,7 +22,7 @@ from deploy.resources import Absent, Action, AnsibleTasks, Ensure, Service, Serv
 from deploy.runtime import ServiceState, get_runtime
 from deploy.state import SiteFiles, site_files, write_connection
 from roles import HostContext, site_roles
-from roles.base import IMAGE_PYTHON
+from roles.base import CLIENT_PYTHON, IMAGE_PYTHON
 from roles import tunnel
 from roles.records import records_url
 
@@ -35,7 +34,7 @@ def host_python(host: Host, root: str) -> str:
     if host.runtime == "apptainer":
         return IMAGE_PYTHON
     if host.is_local:
-        return sys.executable
+        return CLIENT_PYTHON
     return f"{root}/venv/bin/python"
 
 

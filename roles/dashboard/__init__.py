@@ -9,10 +9,8 @@ instances the way ``python -m deploy`` does, not from inside a container.
 
 from __future__ import annotations
 
-import sys
-
 from deploy.resources import Resource, Service, ServiceSpec
-from roles.base import HostContext, Role
+from roles.base import CLIENT_PYTHON, HostContext, Role
 
 
 class DashboardRole(Role):
@@ -21,8 +19,7 @@ class DashboardRole(Role):
 
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
         settings = ctx.site.settings
-        # the client is this machine: the python that runs deploy runs the dashboard
-        argv = [sys.executable, "-m", "toppipe.dashboard", "--site", ctx.site.name,
+        argv = [CLIENT_PYTHON, "-m", "toppipe.dashboard", "--site", ctx.site.name,
                 "--bind", settings.bind, "--port", str(settings.ports.app)]  # fmt: skip
         env = (
             ("TOPPIPE_DASHBOARD_TOKEN_FILE", ctx.path("secrets", "dashboard_token")),

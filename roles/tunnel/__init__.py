@@ -26,12 +26,11 @@ PostgreSQL's ``verify-full`` name check while ``hostaddr`` connects to the local
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 
 from deploy.inventory import Host, Site, jumps
 from deploy.resources import File, Resource, Service, ServiceSpec
-from roles.base import HostContext, Role
+from roles.base import CLIENT_PYTHON, HostContext, Role
 from roles.records import uses_postgres
 from roles.scheduler import allocation
 
@@ -149,7 +148,7 @@ class TunnelRole(Role):
     def services(self, ctx: HostContext) -> list[ServiceSpec]:
         ports = tuple((LOOPBACK, f.local) for f in forwards(ctx.site))
         if ctx.site.agent_in_allocation:  # the agent's node is known once its job runs: follow it
-            argv = [sys.executable, "-m", "roles.tunnel.follow", ctx.path("etc", "tunnel.json")]
+            argv = [CLIENT_PYTHON, "-m", "roles.tunnel.follow", ctx.path("etc", "tunnel.json")]
             return [ctx.spec("tunnel", argv, ports=ports, start_timeout=allocation.START_SECONDS, runtime="native",
                              files=(ctx.path("etc", "tunnel.json"),))]  # fmt: skip
         return [ctx.spec("tunnel", ssh_argv(ctx.site), ports=ports, start_timeout=CONNECT_TIMEOUT * 3, runtime="native")]

@@ -1,0 +1,107 @@
+# Which pinned environment runs toppipe's Python on this desktop: `.venv` when
+# scripts/setup made it for the current pins, else the client image (Apptainer).
+# Sourced by scripts/toppipe and scripts/toppipe-python with $repo set to the checkout.
+#   TOPPIPE_ENV=venv|image forces one.
+
+# 0 when .venv holds exactly the pins of requirements.txt (with or without the test pins).
+venv_ready() {
+    local stamp=$repo/.venv/.toppipe-installed wanted
+    [[ -x $repo/.venv/bin/python && -f $stamp ]] || return 1
+    wanted=$(<"$stamp")
+    [[ $wanted == "$(cat "$repo/requirements.txt" | sha256sum | cut -d' ' -f1)" ||
+        $wanted == "$(cat "$repo/requirements.txt" "$repo/requirements/test.txt" | sha256sum | cut -d' ' -f1)" ]]
+}
+
+# venv or image, or one line naming the bad value of TOPPIPE_ENV (exit 2).
+chosen_env() {
+    case "${TOPPIPE_ENV:-}" in
+        venv | image) echo "$TOPPIPE_ENV" ;;
+        "") if venv_ready; then echo venv; else echo image; fi ;;
+        *) echo "error: TOPPIPE_ENV=${TOPPIPE_ENV}: not an environment; use venv (scripts/setup) or image (the client image)" >&2; return 2 ;;
+    esac
+}
+
+# The client image for the current inputs: <cache>/images/client-<digest>.sif. The digest is
+# the twin of deploy.images.digest (digest.sh), remembered beside the image under a key of the
+# inputs' sizes and times, so that an unchanged checkout does not hash them again.
+client_image() {
+    local images key_file key found
+    images=${XDG_CACHE_HOME:-$HOME/.cache}/toppipe/images
+    key_file=$images/.client-digest
+    key=$(cd "$repo" && stat -c '%n %s %i %.9Y' containers/images.txt containers/*.def config/versions.yml scripts/toppipe.d/digest.sh requirements.txt requirements/*.txt && uname -m)
+    if [[ -f $key_file && "$(head -n -1 "$key_file")" == "$key" ]]; then
+        found=$(tail -n 1 "$key_file")
+    else
+        # shellcheck source=digest.sh
+        found=$(cd "$repo" && source scripts/toppipe.d/digest.sh && image_digest client) || return 2
+        mkdir -p "$images" && printf '%s\n%s\n' "$key" "$found" >"$key_file.$$" && mv "$key_file.$$" "$key_file"
+    fi
+    echo "$images/client-$found.sif"
+}
+
+# The client image as a folder (<image>.d), unpacked from its SIF once. A deploy runs
+# from the folder, not the SIF: processes it starts in the background (the local site's
+# services) keep running after `apptainer exec` ends, where a user's SIF is a squashfuse
+# mount that ends with it; and nothing is decompressed on each start (imports as fast as
+# from .venv, where the SIF's squashfs took twice as long).
+client_tree() {
+    local sif=$1 tree=${1%.sif}.d offset tmp
+    [[ -d $tree ]] && { echo "$tree"; return 0; }
+    if [[ ! -f $sif ]]; then
+        echo "error: no client image $sif; build it with scripts/toppipe build INVENTORY where .venv is set up (scripts/setup), or copy it there" >&2
+        return 2
+    fi
+    command -v unsquashfs >/dev/null || { echo "error: unpacking $sif needs unsquashfs; install squashfs-tools (Apptainer needs it too)" >&2; return 2; }
+    offset=$(apptainer sif list "$sif" | awk -F'|' '$5 ~ /FS/ { split($4, range, "-"); print range[1] + 0; exit }')
+    [[ -n $offset ]] || { echo "error: $sif has no root filesystem partition; delete it and build it again" >&2; return 2; }
+    echo "toppipe: unpacking the client image $(basename "$sif") once, into $tree (about 20 s)" >&2
+    tmp=$tree.tmp.$$
+    rm -rf "$tmp"
+    if ! unsquashfs -q -n -d "$tmp" -o "$offset" "$sif" >/dev/null; then
+        rm -rf "$tmp"
+        echo "error: unpacking $sif into $tmp failed (unsquashfs above); is the disk full?" >&2
+        return 2
+    fi
+    mv -T "$tmp" "$tree" 2>/dev/null || rm -rf "$tmp"  # another command unpacked it meanwhile
+    echo "$tree"
+}
+
+# Run the client image's Python with ARGS: the checkout on its import path, the folders
+# a deploy reads bound at the same paths (home, /tmp and the working folder are bound by
+# Apptainer itself; APPTAINER_BIND adds more). The entry script's commands (--relay) run
+# with the host relay beside them (relay.sh); a service (scripts/toppipe-python) runs
+# as this process's child.
+run_in_image() {
+    local sif tree binds=("$repo") relay=0 code=0
+    [[ $1 == --relay ]] && { relay=1; shift; }
+    command -v apptainer >/dev/null || { echo "error: toppipe runs from its client image here (no .venv for the current pins) and needs Apptainer; install it, or run scripts/setup (Python $(cd "$repo" && scripts/config-version python))" >&2; return 2; }
+    sif=$(client_image) || return 2
+    tree=$(client_tree "$sif") || return 2
+    [[ -n ${SSH_AUTH_SOCK:-} && -S $SSH_AUTH_SOCK ]] && binds+=("$(dirname "$SSH_AUTH_SOCK")")
+    [[ -n ${XDG_RUNTIME_DIR:-} && -d $XDG_RUNTIME_DIR ]] && binds+=("$XDG_RUNTIME_DIR")
+    local argv=(apptainer --quiet exec --bind "$(IFS=,; echo "${binds[*]}")" --env "PYTHONPATH=$repo")
+    if ((!relay)); then
+        # A service: this process stays its parent, because Apptainer's own parent process
+        # drops the environment, where the site's marker is (the runtime finds a service's
+        # processes by that marker). Signals are passed on; the exit code is the service's.
+        "${argv[@]}" "$tree" /opt/toppipe/venv/bin/python "$@" &
+        local child=$! signal
+        for signal in TERM INT HUP QUIT USR1 USR2; do
+            # shellcheck disable=SC2064
+            trap "kill -$signal $child 2>/dev/null" "$signal"
+        done
+        while true; do
+            wait "$child" && return 0
+            code=$?
+            kill -0 "$child" 2>/dev/null || return "$code"  # ended, or only a signal interrupted wait
+        done
+    fi
+    # shellcheck source=relay.sh
+    source "$repo/scripts/toppipe.d/relay.sh"
+    relay_start || return 2
+    trap 'relay_stop' EXIT
+    trap 'relay_stop; exit 130' INT
+    trap 'relay_stop; exit 143' TERM
+    "${argv[@]}" --env "TOPPIPE_HOST_RELAY=$relay_dir" "$tree" /opt/toppipe/venv/bin/python "$@" || code=$?
+    return "$code"
+}
