@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from deploy import DeployError, UserError
+from deploy import DeployError, UserError, host_shell
 from deploy.inventory import Site
 from deploy.resources import ServiceSpec
 
@@ -181,7 +181,7 @@ def follow(site: Site, target: LogTarget, lines: int) -> Iterator[str]:
     command = tail_command(target.path, lines, follow=True)
     with _connections(site, target.host) as conns:
         if site.host(target.host).is_local:
-            argv = ["bash", "-c", command]
+            argv = host_shell.argv(command)
         else:
             try:  # opens the master connection that the follower reuses
                 conns.batch(target.host, {"ready": "true"}, f"toppipe-logs-{secrets.token_hex(4)}")

@@ -23,6 +23,7 @@ import testinfra
 import testinfra.backend.local  # noqa: F401  imported now, not on a first connection: under pytest that
 import testinfra.backend.ssh  # noqa: F401  lazy import parses the module, which races other threads' ast.parse
 
+from deploy import host_shell
 from deploy.inventory import Host
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -129,8 +130,12 @@ class Connections:
 
     def batch(self, host: str, sections: dict[str, str], token: str) -> dict[str, Section]:
         """Run *sections* on *host* in one round trip; raises :class:`Unreachable`."""
+        script = batch_script(sections, token)
         try:
-            result = self._hosts[host].run("bash -c %s", batch_script(sections, token))
+            if host not in self._masters:  # this machine: on its host, also from inside the client image
+                result = self._hosts[host].run(host_shell.shell(f"bash -c {shlex.quote(script)}"))
+            else:
+                result = self._hosts[host].run("bash -c %s", script)
         except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
             failed = exc.args[0] if exc.args else None
             raise Unreachable(_why(getattr(failed, "stderr", ""), "ssh failed with no message")) from None

@@ -25,6 +25,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.operations import files
 
+from deploy import host_shell
 from deploy.engine.base import FAILED_EARLIER, ActionResult, Engine, Outcome, Progress, RunReport
 from deploy.engine.batches import host_batches, prerequisites
 from deploy.inventory import Host, Site, jumps
@@ -309,6 +310,7 @@ class PyinfraEngine(Engine):
     # -- inventory -------------------------------------------------------
 
     def __init__(self) -> None:
+        host_shell.install_pyinfra_hook()
         self._unreachable: dict[str, dict[str, str]] = {}
         self._connected: dict[str, tuple[State, dict[str, object]]] = {}
 

@@ -68,40 +68,33 @@ client_tree() {
 
 # Run the client image's Python with ARGS: the checkout on its import path, the folders
 # a deploy reads bound at the same paths (home, /tmp and the working folder are bound by
-# Apptainer itself; APPTAINER_BIND adds more). The entry script's commands (--relay) run
-# with the host relay beside them (relay.sh); a service (scripts/toppipe-python) runs
-# as this process's child.
+# Apptainer itself; APPTAINER_BIND adds more), and the host relay beside it (relay.sh):
+# the deploy commands of the entry script, and those a service runs (the dashboard's
+# actions, a notebook's session.services()), reach this desktop's own processes through it.
+# This process stays the container's parent, because Apptainer's own parent process drops
+# the environment, where a service's marker is (the runtime finds a service's processes by
+# that marker); signals are passed on, and the exit code is the container's.
 run_in_image() {
-    local sif tree binds=("$repo") relay=0 code=0
-    [[ $1 == --relay ]] && { relay=1; shift; }
+    local sif tree binds=("$repo") code=0 child signal
     command -v apptainer >/dev/null || { echo "error: toppipe runs from its client image here (no .venv for the current pins) and needs Apptainer; install it, or run scripts/setup (Python $(cd "$repo" && scripts/config-version python))" >&2; return 2; }
     sif=$(client_image) || return 2
     tree=$(client_tree "$sif") || return 2
     [[ -n ${SSH_AUTH_SOCK:-} && -S $SSH_AUTH_SOCK ]] && binds+=("$(dirname "$SSH_AUTH_SOCK")")
     [[ -n ${XDG_RUNTIME_DIR:-} && -d $XDG_RUNTIME_DIR ]] && binds+=("$XDG_RUNTIME_DIR")
-    local argv=(apptainer --quiet exec --bind "$(IFS=,; echo "${binds[*]}")" --env "PYTHONPATH=$repo")
-    if ((!relay)); then
-        # A service: this process stays its parent, because Apptainer's own parent process
-        # drops the environment, where the site's marker is (the runtime finds a service's
-        # processes by that marker). Signals are passed on; the exit code is the service's.
-        "${argv[@]}" "$tree" /opt/toppipe/venv/bin/python "$@" &
-        local child=$! signal
-        for signal in TERM INT HUP QUIT USR1 USR2; do
-            # shellcheck disable=SC2064
-            trap "kill -$signal $child 2>/dev/null" "$signal"
-        done
-        while true; do
-            wait "$child" && return 0
-            code=$?
-            kill -0 "$child" 2>/dev/null || return "$code"  # ended, or only a signal interrupted wait
-        done
-    fi
     # shellcheck source=relay.sh
     source "$repo/scripts/toppipe.d/relay.sh"
     relay_start || return 2
     trap 'relay_stop' EXIT
-    trap 'relay_stop; exit 130' INT
-    trap 'relay_stop; exit 143' TERM
-    "${argv[@]}" --env "TOPPIPE_HOST_RELAY=$relay_dir" "$tree" /opt/toppipe/venv/bin/python "$@" || code=$?
-    return "$code"
+    apptainer --quiet exec --bind "$(IFS=,; echo "${binds[*]}")" --env "PYTHONPATH=$repo" \
+        --env "TOPPIPE_HOST_RELAY=$relay_dir" "$tree" /opt/toppipe/venv/bin/python "$@" <&0 &  # (its input stays this one's)
+    child=$!
+    for signal in TERM HUP QUIT USR1 USR2 $([[ -t 0 ]] || echo INT); do  # a terminal's ^C reaches the child itself
+        # shellcheck disable=SC2064
+        trap "kill -$signal $child 2>/dev/null" "$signal"
+    done
+    while true; do
+        wait "$child" && return 0
+        code=$?
+        kill -0 "$child" 2>/dev/null || return "$code"  # ended, or only a signal interrupted wait
+    done
 }
