@@ -1,4 +1,4 @@
-"""``python -m deploy {up,down,status,plan,check,build,logs} INVENTORY``.
+"""``python -m deploy {up,down,status,plan,check,build,logs,notebook} INVENTORY``.
 
 Exit codes:
   0  done (``status``: every service running and answering; ``check``: every check passed)
@@ -9,7 +9,7 @@ Exit codes:
      a task fails already in check mode (``plan``), or
      a log could not be read (``logs``: its host is unreachable or it has none yet)
   2  bad input: inventory, arguments, a port in use; nothing was changed
-  3  ``status`` only: the site is not (fully) running
+  3  ``status`` only: the site is not (fully) running; ``notebook``: JupyterLab does not answer
   130 interrupted
 """
 
@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 # A deploy started from inside a site's service (a Jupyter terminal) must not
 # carry that service's marker, or stopping the service would stop the deploy.
@@ -71,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
         ("check", "health checks per host and role: services, TLS, versions, disk, shared folder, Slurm"),
         ("build", "build the site's Apptainer images (cached by the hash of their inputs)"),
         ("logs", "a service's or worker's log, read on its host (no TARGET: list the targets)"),
+        ("notebook", "the site's JupyterLab: its address, opened in a browser where this desktop has one"),
     ]:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("inventory", help="inventory folder, e.g. inventories/local")
@@ -247,6 +249,33 @@ def cmd_logs(site: Site, args) -> int:
     return EXIT_OK
 
 
+def cmd_notebook(site: Site, args) -> int:
+    """The address of the site's JupyterLab, once it answers; opened in the desktop's browser
+    (with its token) where there is one, else printed with where the token is."""
+    import socket
+    import urllib.parse
+    import webbrowser
+
+    from deploy.state import read_connection
+
+    record = read_connection(site.state_dir)
+    if not record:
+        raise UserError(f"site {site.name} has no connection record in {site.state_dir}; bring it up first: python -m deploy up {site.inventory.parent}")
+    url = urllib.parse.urlsplit(record["jupyter"])
+    try:
+        socket.create_connection((url.hostname, url.port), timeout=5).close()
+    except OSError as exc:
+        display.error(f"JupyterLab of site {site.name} does not answer at {record['jupyter']} ({exc.strerror or exc}); see python -m deploy status {site.inventory.parent}")
+        return EXIT_NOT_RUNNING
+    display.out(f"jupyter    {record['jupyter']}  (token in {record['jupyter_token_file']})")
+    # only a graphical session's browser: without one, webbrowser would start a text browser in this terminal
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        token = Path(record["jupyter_token_file"]).read_text().strip()
+        if webbrowser.open(f"{record['jupyter']}?token={urllib.parse.quote(token)}"):
+            display.out("           opened in your browser")
+    return EXIT_OK
+
+
 def _log_target(site: Site, name: str):
     """The log *name* names; a worker's name or address is asked of the scheduler only when nothing else matches."""
     from deploy import logs
@@ -276,7 +305,7 @@ def _site_workers(site: Site) -> list:
         return []
 
 
-COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status, "check": cmd_check, "build": cmd_build, "logs": cmd_logs}
+COMMANDS = {"up": cmd_up, "plan": cmd_plan, "down": cmd_down, "status": cmd_status, "check": cmd_check, "build": cmd_build, "logs": cmd_logs, "notebook": cmd_notebook}
 
 
 def main(argv: list[str] | None = None) -> int:
