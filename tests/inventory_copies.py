@@ -57,3 +57,19 @@ def set_host_var(inventory: Path, host: str, key: str, value: object | None) -> 
         variables[key] = value
     hosts["all"]["hosts"][host] = variables or None
     hosts_file.write_text(yaml.safe_dump(hosts, sort_keys=False))
+
+
+def copy_lab_as_site(site: str, ports: dict[str, int], dest: Path, **settings: dict) -> Path:
+    """``inventories/lab`` copied to *dest* as a site of its own: named *site*, with *ports* of its own
+    (the run's shared lab site is up beside it), its project this repository; each of *settings*
+    (``workers={...}``) updates that section."""
+    shutil.copytree(REPO / "inventories" / "lab", dest)
+    settings_file = dest / "group_vars" / "all.yml"
+    data = yaml.safe_load(settings_file.read_text())
+    toppipe = data["toppipe"]
+    toppipe.update(site=site, ports={**toppipe.get("ports", {}), **ports})
+    toppipe["paths"]["project"] = str(REPO)
+    for section, values in settings.items():
+        toppipe[section].update(values)
+    settings_file.write_text(yaml.safe_dump(data))
+    return dest

@@ -28,7 +28,7 @@ LAB_STATE = Path(os.environ.get("TOPPIPE_LAB_STATE", "/var/lib/toppipe-lab"))
 
 #: Modules that deploy sites of their own (own names and ports) and need nothing of the shared
 #: one: ``scripts/test`` runs them in a pytest of their own, beside the rest of the lab tier.
-BESIDE = ("tests/lab/test_lab_walltime.py", "tests/lab/test_lab_allocation.py")
+BESIDE = ("tests/lab/test_lab_walltime.py", "tests/lab/test_lab_allocation.py", "tests/lab/test_entry_image.py")
 #: Markers of the tests that must not run while the modules beside run, in the order they run last.
 LAST = ("lab_alone", "lab_lifecycle")
 

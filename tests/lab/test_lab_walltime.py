@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import time
 
 import pytest
-import yaml
 
 from tests import marked_map
-from tests.conftest import REPO, run_deploy
+from tests.conftest import run_deploy
+from tests.inventory_copies import copy_lab_as_site
 
 pytestmark = pytest.mark.lab
 
@@ -27,19 +26,10 @@ WALLTIME_SECONDS = 90
 
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("inv") / SITE
-    shutil.copytree(REPO / "inventories" / "lab", folder)
-    settings_file = folder / "group_vars" / "all.yml"
-    data = yaml.safe_load(settings_file.read_text())
-    settings = data["toppipe"]
-    # ports of its own: the run's shared lab site is up beside it
-    settings.update(site=SITE, ports={**settings.get("ports", {}), "scheduler": 8796, "dashboard": 8797, "jupyter": 8899,
-                                      "postgres": 5442, "redis": 6389, "app": 8061})
-    settings["workers"]["per_host"] = 0  # Slurm workers only
-    settings["slurm"]["walltime"] = "00:01:30"
-    settings["paths"]["project"] = str(REPO)
-    settings_file.write_text(yaml.safe_dump(data))
-    return folder
+    ports = {"scheduler": 8796, "dashboard": 8797, "jupyter": 8899, "postgres": 5442, "redis": 6389, "app": 8061}
+    return copy_lab_as_site(SITE, ports, tmp_path_factory.mktemp("inv") / SITE,
+                            workers={"per_host": 0},  # Slurm workers only
+                            slurm={"walltime": "00:01:30"})
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,100 @@
+"""scripts/toppipe, the desktop's one command: which environment it picks, and the bash
+twin of deploy.images.digest that finds the client image without Python."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy import images
+
+REPO = Path(__file__).resolve().parents[2]
+#: What the entry script reads of a checkout.
+ENTRY_FILES = ("scripts/toppipe", "scripts/toppipe-python", "scripts/config-version", "scripts/toppipe.d", "containers",
+               "config/versions.yml", "requirements.txt", "requirements")  # fmt: skip
+
+
+def bash_digest(name: str, repo: Path = REPO) -> str:
+    script = f"source scripts/toppipe.d/digest.sh && image_digest {name}"
+    return subprocess.run(["bash", "-c", script], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.parametrize("name", sorted(images.IMAGES))
+def test_the_bash_digest_is_deploys_digest(name):
+    assert bash_digest(name) == images.digest(name)
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A copy of what the entry script reads, with a .venv made for its pins (the test's Python)."""
+    repo = tmp_path / "repo"
+    for part in ENTRY_FILES:
+        source, target = REPO / part, repo / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    stamp = hashlib.sha256((repo / "requirements.txt").read_bytes()).hexdigest()
+    (repo / ".venv" / ".toppipe-installed").write_text(stamp + "\n")
+    return repo
+
+
+def entry(repo: Path, *args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "TOPPIPE_ENV"}
+    environ |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", **env}
+    return subprocess.run([str(repo / "scripts" / "toppipe"), *args], capture_output=True, text=True, env=environ)
+
+
+def test_a_venv_made_for_the_current_pins_runs_toppipe(checkout, tmp_path):
+    found = entry(checkout, "env", tmp_path=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == ["venv", f"{checkout}/.venv/bin/python"]
+    ran = entry(checkout, "python", "-c", "import sys; print(sys.executable)", tmp_path=tmp_path)
+    assert ran.stdout.strip() == f"{checkout}/.venv/bin/python"
+
+
+def test_a_venv_of_other_pins_gives_way_to_the_image_named_by_its_digest(checkout, tmp_path):
+    with open(checkout / "requirements.txt", "a") as pins:
+        pins.write("# changed\n")
+    found = entry(checkout, "env", tmp_path=tmp_path)
+    assert found.returncode == 0, found.stderr
+    wanted = bash_digest("client", checkout)
+    assert wanted != images.digest("client")  # the changed pins are in the client image's digest
+    assert found.stdout.split() == ["image", f"{tmp_path}/cache/toppipe/images/client-{wanted}.sif"]
+
+
+def test_the_remembered_digest_follows_an_edit(checkout, tmp_path):
+    before = entry(checkout, "env", tmp_path=tmp_path, TOPPIPE_ENV="image").stdout
+    assert before == entry(checkout, "env", tmp_path=tmp_path, TOPPIPE_ENV="image").stdout  # remembered
+    definition = checkout / "containers" / "client.def"
+    definition.write_text(definition.read_text().replace("graphviz", "graphviz "))
+    after = entry(checkout, "env", tmp_path=tmp_path, TOPPIPE_ENV="image").stdout
+    assert after != before
+    assert after.strip().endswith(f"client-{bash_digest('client', checkout)}.sif")
+
+
+@pytest.mark.parametrize(
+    "args, env, says",
+    [
+        (("frobnicate", "inventories/local"), {}, "'frobnicate' is not a toppipe command"),
+        ((), {}, "usage: scripts/toppipe"),
+        (("status", "inventories/local"), {"TOPPIPE_ENV": "conda"}, "TOPPIPE_ENV=conda: not an environment"),
+        (("status", "inventories/local"), {"TOPPIPE_ENV": "image"}, "needs Apptainer; install it, or run scripts/setup"),
+        (("status", "inventories/local"), {"TOPPIPE_ENV": "image", "with_apptainer": "yes"}, "no client image"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(checkout, tmp_path, args, env, says):
+    if env.pop("with_apptainer", None):  # an apptainer that must not be reached: the image is missing
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "apptainer").write_text("#!/bin/sh\necho apptainer ran >&2\nexit 99\n")
+        (tmp_path / "bin" / "apptainer").chmod(0o755)
+        env["PATH"] = f"{tmp_path}/bin:/usr/bin:/bin"
+    found = entry(checkout, *args, tmp_path=tmp_path, **env)
+    assert found.returncode == 2
+    assert says in found.stderr and len(found.stderr.strip().splitlines()) == 1, found.stderr
