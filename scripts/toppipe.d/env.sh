@@ -1,5 +1,6 @@
 # Which pinned environment runs toppipe's Python on this desktop: `.venv` when
-# scripts/setup made it for the current pins, else the client image (Apptainer).
+# scripts/setup made it for the current pins (the entry script makes it where the pinned
+# Python is), else the client image (Apptainer).
 # Sourced by scripts/toppipe and scripts/toppipe-python with $repo set to the checkout.
 #   TOPPIPE_ENV=venv|image forces one.
 
@@ -12,11 +13,29 @@ venv_ready() {
         $wanted == "$(cat "$repo/requirements.txt" "$repo/requirements/test.txt" | sha256sum | cut -d' ' -f1)" ]]
 }
 
-# venv or image, or one line naming the bad value of TOPPIPE_ENV (exit 2).
+# The pinned Python by name (python3.11) on PATH, or $PYTHON: scripts/setup can make .venv.
+# Found by name, never run: on a desktop without it, no host Python is started at all.
+pinned_python_here() {
+    [[ -n ${PYTHON:-} ]] || command -v "python$(cd "$repo" && scripts/config-version python)" >/dev/null
+}
+
+# venv or image, or one line naming the bad value of TOPPIPE_ENV (exit 2). With --setup,
+# a desktop that has the pinned Python gets .venv made (scripts/setup) rather than the image.
 chosen_env() {
+    local setup=0
+    [[ ${1:-} == --setup ]] && setup=1
     case "${TOPPIPE_ENV:-}" in
         venv | image) echo "$TOPPIPE_ENV" ;;
-        "") if venv_ready; then echo venv; else echo image; fi ;;
+        "")
+            if venv_ready; then
+                echo venv
+            elif ((setup)) && pinned_python_here; then
+                "$repo/scripts/setup" >&2 || return 2
+                echo venv
+            else
+                echo image
+            fi
+            ;;
         *) echo "error: TOPPIPE_ENV=${TOPPIPE_ENV}: not an environment; use venv (scripts/setup) or image (the client image)" >&2; return 2 ;;
     esac
 }

@@ -1,8 +1,8 @@
 """scripts/toppipe on a desktop with no usable Python: the local site from the client image.
 
 A throw-away user gets a copy of the checkout (no .venv), the client image the lab's
-preparation built (as a cached SIF would be), and a PATH whose ``python``, ``python3``
-and ``python3.11`` only log that they were called. Through the entry script alone it
+preparation built (as a cached SIF would be), and a PATH with no Python 3.11 whose
+``python`` and ``python3`` only log that they were called (tests/no_python.py). Through the entry script alone it
 brings the local site up, computes from a notebook, converges again with no change and
 takes the site down. Then, as root with both environments: ``up`` from one after the
 other changes nothing, either way round.
@@ -28,12 +28,12 @@ import pytest
 from deploy import images
 from tests.conftest import REPO, marked_pids
 from tests.inventory_copies import copy_lab_as_site
+from tests.no_python import host_python_calls, no_python_path
 
 pytestmark = pytest.mark.lab
 
 USER = "toppipe-desktop"
 PORTS = (8786, 8787, 8888, 8050)
-HOST_PYTHON_NAMES = ("python", "python3", "python3.11")
 NOTEBOOK = """
 import json, nbformat
 from nbclient import NotebookClient
@@ -73,14 +73,8 @@ def desktop(lab, tmp_path_factory):
     cached = home / ".cache" / "toppipe" / "images"
     cached.mkdir(parents=True)
     shutil.copy2(client, cached / client.name)
-    no_python = home / "no-python"
-    no_python.mkdir()
-    for name in HOST_PYTHON_NAMES:
-        (no_python / name).write_text(f'#!/bin/sh\necho "$0 $*" >> {home}/host-python.log\nexit 127\n')
-        (no_python / name).chmod(0o755)
+    path = no_python_path(home / "no-python")
     subprocess.run(["chown", "-R", f"{USER}:{USER}", str(home)], check=True)
-    apptainer = Path(shutil.which("apptainer")).parent
-    path = f"{no_python}:{apptainer}:/usr/local/bin:/usr/bin:/bin"
     yield {"home": home, "checkout": checkout, "path": path, "uid": account.pw_uid}
     subprocess.run(["pkill", "-KILL", "-u", USER], capture_output=True)
     subprocess.run(["userdel", "-r", USER], capture_output=True)
@@ -93,9 +87,8 @@ def as_user(desktop, command: str, timeout: float = 600, stdin: str | None = Non
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
-def host_python_calls(desktop) -> str:
-    log = desktop["home"] / "host-python.log"
-    return log.read_text() if log.exists() else ""
+def host_pythons_called(desktop) -> str:
+    return host_python_calls(desktop["home"] / "no-python")
 
 
 def users_site_pids(desktop) -> list[int]:
@@ -127,7 +120,7 @@ def test_the_entry_script_brings_the_local_site_up_from_the_image(desktop):
     for pid in pids:  # every process of the site runs the image's Python, none this machine's
         exe = os.stat(f"/proc/{pid}/exe")
         assert (exe.st_dev, exe.st_ino) not in hosts, psutil.Process(pid).cmdline()
-    assert host_python_calls(desktop) == ""
+    assert host_pythons_called(desktop) == ""
 
 
 def test_a_notebook_connects_computes_and_restarts_a_service(desktop):
@@ -162,7 +155,7 @@ def test_down_leaves_nothing(desktop):
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", port))
-    assert host_python_calls(desktop) == ""
+    assert host_pythons_called(desktop) == ""
 
 
 def entry(*args: str, env_name: str, state_dir: Path, **extra: str) -> subprocess.CompletedProcess:
@@ -207,13 +200,8 @@ def lab_leftovers(lab) -> list[str]:
 
 def test_the_lab_deploys_from_the_image_computes_and_down_leaves_nothing(lab, lab_copy, tmp_path):
     """As root with a PATH whose Pythons only log: deploy, converge from .venv with no change, compute, down."""
-    no_python = tmp_path / "no-python"
-    no_python.mkdir()
-    for name in HOST_PYTHON_NAMES:
-        (no_python / name).write_text(f'#!/bin/sh\necho "$0 $*" >> {tmp_path}/host-python.log\nexit 127\n')
-        (no_python / name).chmod(0o755)
     # the lab's ssh key and known_hosts are outside home and /tmp, which Apptainer binds itself
-    image = {"PATH": f"{no_python}:{Path(shutil.which('apptainer')).parent}:/usr/bin:/bin", "APPTAINER_BIND": "/var/lib/toppipe-lab"}
+    image = {"PATH": no_python_path(tmp_path / "no-python"), "APPTAINER_BIND": "/var/lib/toppipe-lab"}
     state = tmp_path / "state"
     try:
         up = entry("up", str(lab_copy), env_name="image", state_dir=state, **image)
@@ -232,5 +220,4 @@ def test_the_lab_deploys_from_the_image_computes_and_down_leaves_nothing(lab, la
         down = entry("down", str(lab_copy), "--purge", env_name="image", state_dir=state, **image)
     assert down.returncode == 0, down.stdout + down.stderr
     assert lab_leftovers(lab) == []
-    log = tmp_path / "host-python.log"
-    assert not log.exists(), log.read_text()
+    assert host_python_calls(tmp_path / "no-python") == ""

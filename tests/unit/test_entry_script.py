@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from deploy import images
+from tests.no_python import host_python_calls, no_python_path
 
 REPO = Path(__file__).resolve().parents[2]
 #: What the entry script reads of a checkout.
@@ -46,8 +47,11 @@ def checkout(tmp_path):
 
 
 def entry(repo: Path, *args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "TOPPIPE_ENV"}
-    environ |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", **env}
+    """scripts/toppipe of *repo* with a PATH that has neither Python nor Apptainer (unless *env* gives one)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("TOPPIPE_ENV", "PYTHON")}
+    if "PATH" not in env:
+        env["PATH"] = no_python_path(tmp_path / f"path-{len(list(tmp_path.glob('path-*')))}", without=("apptainer",))
+    environ |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), **env}
     return subprocess.run([str(repo / "scripts" / "toppipe"), *args], capture_output=True, text=True, env=environ)
 
 
@@ -94,7 +98,20 @@ def test_bad_input_is_one_line_and_exit_2(checkout, tmp_path, args, env, says):
         (tmp_path / "bin").mkdir()
         (tmp_path / "bin" / "apptainer").write_text("#!/bin/sh\necho apptainer ran >&2\nexit 99\n")
         (tmp_path / "bin" / "apptainer").chmod(0o755)
-        env["PATH"] = f"{tmp_path}/bin:/usr/bin:/bin"
+        env["PATH"] = f"{tmp_path}/bin:" + no_python_path(tmp_path / "path", without=("apptainer",))
     found = entry(checkout, *args, tmp_path=tmp_path, **env)
     assert found.returncode == 2
     assert says in found.stderr and len(found.stderr.strip().splitlines()) == 1, found.stderr
+
+
+def test_the_pinned_python_on_path_means_venv_and_is_found_without_running_a_python(checkout, tmp_path):
+    (checkout / ".venv" / ".toppipe-installed").write_text("other pins\n")
+    path = no_python_path(tmp_path / "nopy", without=("apptainer",))
+    assert entry(checkout, "env", tmp_path=tmp_path, PATH=path).stdout.split()[0] == "image"
+    pinned = tmp_path / "pinned"
+    pinned.mkdir()
+    (pinned / "python3.11").write_text(f"#!/bin/sh\necho \"$0 $*\" >> {tmp_path}/nopy/host-python.log\nexit 127\n")
+    (pinned / "python3.11").chmod(0o755)
+    found = entry(checkout, "env", tmp_path=tmp_path, PATH=f"{pinned}:{path}")
+    assert found.stdout.split() == ["venv", f"{checkout}/.venv/bin/python"], found.stderr  # scripts/setup would make it
+    assert host_python_calls(tmp_path / "nopy") == ""  # neither python3.11 nor python3 was started to find out
