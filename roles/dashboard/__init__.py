@@ -1,10 +1,11 @@
 """The site dashboard on the client: a Dash app (toppipe.dashboard), token auth,
 loopback only.
 
-It runs natively, from the client's own environment, even where the client's
-other services are Apptainer instances: its actions are ``deploy`` actions
-(start, stop, restart a service), and those must reach this machine's
-instances the way ``python -m deploy`` does, not from inside a container.
+It runs as a native process of the client's own environment (``CLIENT_PYTHON``:
+``.venv``, or the client image with the host relay), even where the client's other
+services are Apptainer instances: its actions are ``deploy`` actions (start, stop,
+restart a service), and those reach this machine's processes and instances the way
+``python -m deploy`` does, from the host, never from inside an instance.
 """
 
 from __future__ import annotations
