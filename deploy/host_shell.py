@@ -15,6 +15,10 @@ import shlex
 from deploy.artifacts import REPO
 
 ON_HOST = str(REPO / "scripts" / "toppipe.d" / "on-host")
+#: The Python of the desktop's own services: .venv or the client image, whichever the
+#: desktop has (scripts/toppipe-python), so that their definitions do not depend on
+#: the environment that ran ``up``.
+CLIENT_PYTHON = str(REPO / "scripts" / "toppipe-python")
 
 
 def relayed() -> bool:

@@ -17,12 +17,13 @@ from dataclasses import dataclass, fields
 from deploy import UserError, artifacts, converged, images
 from deploy.access import files_entry, redis_entry
 from deploy.engine import ActionResult, Engine, Outcome, Progress, RunReport
+from deploy.host_shell import CLIENT_PYTHON
 from deploy.inventory import Host, Site
 from deploy.resources import Absent, Action, AnsibleTasks, Ensure, Service, ServiceSpec, Upload
 from deploy.runtime import ServiceState, get_runtime
 from deploy.state import SiteFiles, site_files, write_connection
 from roles import HostContext, site_roles
-from roles.base import CLIENT_PYTHON, IMAGE_PYTHON
+from roles.base import IMAGE_PYTHON
 from roles import tunnel
 from roles.records import records_url
 

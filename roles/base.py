@@ -13,17 +13,12 @@ import posixpath
 import shlex
 from dataclasses import dataclass, field
 
-from deploy.artifacts import REPO, Artifact
+from deploy.artifacts import Artifact
 from deploy.inventory import Host, Site
 from deploy.resources import Resource, ServiceSpec
 
 #: The Python inside toppipe's images (containers/compute.def).
 IMAGE_PYTHON = "/opt/toppipe/venv/bin/python"
-
-#: The Python of the desktop's own services: .venv or the client image, whichever the
-#: desktop has (scripts/toppipe-python), so that their definitions do not depend on
-#: the environment that ran ``up``.
-CLIENT_PYTHON = str(REPO / "scripts" / "toppipe-python")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ restart a service), and those reach this machine's processes and instances the w
 
 from __future__ import annotations
 
+from deploy.host_shell import CLIENT_PYTHON
 from deploy.resources import Resource, Service, ServiceSpec
-from roles.base import CLIENT_PYTHON, HostContext, Role
+from roles.base import HostContext, Role
 
 
 class DashboardRole(Role):

@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from deploy.host_shell import CLIENT_PYTHON
 from deploy.inventory import Host, Site, jumps
 from deploy.resources import File, Resource, Service, ServiceSpec
-from roles.base import CLIENT_PYTHON, HostContext, Role
+from roles.base import HostContext, Role
 from roles.records import uses_postgres
 from roles.scheduler import allocation
 
