@@ -120,6 +120,8 @@ def test_the_entry_script_brings_the_local_site_up_from_the_image(desktop):
     for pid in pids:  # every process of the site runs the image's Python, none this machine's
         exe = os.stat(f"/proc/{pid}/exe")
         assert (exe.st_dev, exe.st_ino) not in hosts, psutil.Process(pid).cmdline()
+    notebook = as_user(desktop, "scripts/toppipe notebook inventories/local")
+    assert notebook.returncode == 0 and "http://127.0.0.1:8888/lab" in notebook.stdout, notebook.stdout + notebook.stderr
     assert host_pythons_called(desktop) == ""
 
 

@@ -115,3 +115,10 @@ def test_the_pinned_python_on_path_means_venv_and_is_found_without_running_a_pyt
     found = entry(checkout, "env", tmp_path=tmp_path, PATH=f"{pinned}:{path}")
     assert found.stdout.split() == ["venv", f"{checkout}/.venv/bin/python"], found.stderr  # scripts/setup would make it
     assert host_python_calls(tmp_path / "nopy") == ""  # neither python3.11 nor python3 was started to find out
+
+
+def test_notebook_of_a_site_never_brought_up_says_how_in_one_line(tmp_path):
+    env = {**os.environ, "TOPPIPE_ENV": "venv", "TOPPIPE_STATE_DIR": str(tmp_path)}
+    found = subprocess.run([str(REPO / "scripts" / "toppipe"), "notebook", "inventories/local"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert found.returncode == 2
+    assert found.stderr.strip().splitlines() == [f"error: site local has no connection record in {tmp_path}/local; bring it up first: python -m deploy up inventories/local"]
