@@ -104,6 +104,7 @@ run_in_image() {
     source "$repo/scripts/toppipe.d/relay.sh"
     relay_start || return 2
     trap 'relay_stop' EXIT
+    binds+=("$relay_dir")  # in $TMPDIR, which need not be /tmp
     apptainer --quiet exec --bind "$(IFS=,; echo "${binds[*]}")" --env "PYTHONPATH=$repo" \
         --env "TOPPIPE_HOST_RELAY=$relay_dir" "$tree" /opt/toppipe/venv/bin/python "$@" <&0 &  # (its input stays this one's)
     child=$!
