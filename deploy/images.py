@@ -18,11 +18,16 @@ exactly the images that contain it (worker.txt: compute, scheduler, client).
 
 How an image is built (:func:`build`)
 -------------------------------------
-*Not root*: ``apptainer build --fakeroot`` (rootless, the documented way).
-It needs a line for the user in ``/etc/subuid`` and ``/etc/subgid``: without
-one apptainer falls back to a root-mapped namespace with the ``fakeroot``
-command, which covers ``%post`` but not the debootstrap bootstrap (seen
-here: debootstrap's ``mknod`` check fails).
+*Not root* (a desktop; also from the client image, where the build runs on
+the host through the relay): ``scripts/toppipe.d/user-build``, in bash, which
+the entry script also runs for the client image where there is no Python. A
+Debian base is ``apptainer build --fakeroot`` (rootless, the documented way);
+an image on a base is the three steps below, each in a namespace that maps
+root to the user and other ids to the user's subordinate range (``unshare
+--map-auto --map-root-user``), because apptainer's own ``--fakeroot`` build of
+a ``localimage`` fails as a user in unpacking the base. Both need a line for
+the user in ``/etc/subuid`` and ``/etc/subgid`` (``apptainer config fakeroot
+--add USER``); without one user-build says so and what to ask the admin for.
 
 *Root* (this machine, the lab, CI): ``--fakeroot`` refuses to run without a
 ``root:`` line in ``/etc/subuid``, which we do not write into the machine's
@@ -65,10 +70,12 @@ a failure raises :class:`deploy.DeployError` with the log's last lines.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -77,7 +84,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import DeployError
+from deploy import DeployError, host_shell
 from deploy.artifacts import REPO, VERSIONS_FILE, Artifact, cache_dir, version
 
 
@@ -92,7 +99,10 @@ class ImageSpec:
     versions: tuple[str, ...] = ()
 
 
-#: mksquashfs's arguments for every SIF: fast gzip (see the module doc).
+#: An image built by a user (scripts/toppipe.d/user-build explains how); the entry script
+#: runs it too, for the client image on a desktop without Python.
+USER_BUILD = REPO / "scripts" / "toppipe.d" / "user-build"
+#: mksquashfs's arguments for every SIF: fast gzip (see the module doc; user-build has them too).
 SQUASHFS_ARGS = ("--mksquashfs-args", "-comp gzip -Xcompression-level 1")
 
 
@@ -239,7 +249,7 @@ class _Progress:
     """Every line to the log file; a summary of them to ``note``."""
 
     _PHASE = re.compile(r"^I: (Retrieving|Validating|Checking|Unpacking|Configuring|Installing|Extracting|Base system installed)")
-    _SHOWN = re.compile(r"^(INFO|WARNING|ERROR|FATAL)\b|^\S*(ERROR|FATAL)|^(Collecting|Successfully installed|No broken requirements)|^E: |^W: ")
+    _SHOWN = re.compile(r"^(INFO|WARNING|ERROR|FATAL)\b|^==> |^error: |^\S*(ERROR|FATAL)|^(Collecting|Successfully installed|No broken requirements)|^E: |^W: ")
 
     def __init__(self, log, note):
         self.log, self.note, self.tail, self.phases = log, note, deque(maxlen=LOG_TAIL), set()
@@ -313,6 +323,16 @@ def _drop_devices(tree: Path) -> None:
             entry.unlink()
 
 
+def build_args(name: str, found_digest: str, base: Path | None) -> dict[str, str]:
+    """The build args of image *name* that its definition declares (``{{ KEY }}``): the
+    base image or the Debian suite and mirror (those first), the CA bundle, its versions,
+    its digest. (The twin of image_build_args in scripts/toppipe.d/build.sh.)"""
+    first = {"BASE": str(base)} if base else {"SUITE": debian_suite(), "MIRROR": debian_mirror()}
+    values = {**first, "CA_BUNDLE": str(CA_BUNDLE), **version_args(name), "INPUTS_DIGEST": found_digest}
+    declared = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", (REPO / _spec(name).definition).read_text()))
+    return {key: value for key, value in values.items() if key in declared}
+
+
 def build(name: str, note=lambda text: None) -> Artifact:
     """Image *name* for the current inputs: the cached SIF, or a new one built now (see the module doc)."""
     spec = _spec(name)
@@ -321,18 +341,17 @@ def build(name: str, note=lambda text: None) -> Artifact:
     if target.path.is_file():
         return target
     base = build(spec.base, note) if spec.base else None
-    app = apptainer_command()
+    as_user = os.geteuid() != 0 or host_shell.relayed()  # (from the client image: on the host)
+    app = "apptainer" if as_user else apptainer_command()
     if not CA_BUNDLE.is_file():
         raise DeployError(f"{CA_BUNDLE} is missing; the image build needs this machine's CA bundle for pip and apt")
     # what the bootstrap step (1/3) needs comes first: the suite and mirror, or the base image
-    first = {"BASE": str(base.path)} if base else {"SUITE": debian_suite(), "MIRROR": debian_mirror()}
-    values = {**first, "CA_BUNDLE": str(CA_BUNDLE), **version_args(name), "INPUTS_DIGEST": target.digest}
-    declared = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", def_file.read_text()))
-    args = [a for key, value in values.items() if key in declared for a in ("--build-arg", f"{key}={value}")]
-    n_first = 2 * sum(1 for key in first if key in declared)
+    values = build_args(name, target.digest, base.path if base else None)
+    args = [a for key, value in values.items() for a in ("--build-arg", f"{key}={value}")]
+    n_first = 2 * sum(1 for key in ("BASE", "SUITE", "MIRROR") if key in values)
     definition = def_file  # its %files sources are relative to REPO, the build's working folder
     log_path = target.path.with_suffix(".log")
-    origin = f"from image {spec.base}" if base else f"Debian {first['SUITE']} from {first['MIRROR']}"
+    origin = f"from image {spec.base}" if base else f"Debian {debian_suite()} from {debian_mirror()}"
     note(f"building image {name} ({spec.definition}, {origin}); log: {log_path}")
     work = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=images_dir()))
     # %post must not see this machine's /tmp or home folder (apptainer binds both by default)
@@ -343,8 +362,9 @@ def build(name: str, note=lambda text: None) -> Artifact:
     try:
         with open(log_path, "w") as log:
             progress = _Progress(log, note)
-            if os.geteuid() != 0:
-                steps = [("build (--fakeroot)", [app, "build", "--fakeroot", *SQUASHFS_ARGS, *args, str(sif), str(definition)], False)]
+            if as_user:
+                command = [str(USER_BUILD), str(sif), str(definition), str(base.path) if base else "-", *args]
+                steps = [(f"build as {getpass.getuser()} ({USER_BUILD.name})", host_shell.argv(shlex.join(command)), False)]
             else:
                 (work / "bootstrap.def").write_text(bootstrap_header(def_file.read_text()))
                 tree = work / "rootfs"

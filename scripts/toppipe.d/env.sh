@@ -58,6 +58,16 @@ client_image() {
     echo "$images/client-$found.sif"
 }
 
+# The client image at SIF, built now as this user (build.sh) where it is not there yet:
+# an entry script's first use on a desktop, or the first after a change of its inputs.
+client_image_built() {
+    [[ -f $1 ]] && return 0
+    "$repo/scripts/toppipe.d/user-build" --check "$1" || return 2
+    echo "toppipe: building the client image $(basename "$1") with Apptainer (about 10 minutes, once)" >&2
+    # shellcheck source=build.sh
+    (cd "$repo" && source scripts/toppipe.d/digest.sh && source scripts/toppipe.d/build.sh && build_image client >/dev/null)
+}
+
 # The client image as a folder (<image>.d), unpacked from its SIF once. A deploy runs
 # from the folder, not the SIF: processes it starts in the background (the local site's
 # services) keep running after `apptainer exec` ends, where a user's SIF is a squashfuse
@@ -67,7 +77,7 @@ client_tree() {
     local sif=$1 tree=${1%.sif}.d offset tmp
     [[ -d $tree ]] && { echo "$tree"; return 0; }
     if [[ ! -f $sif ]]; then
-        echo "error: no client image $sif; build it with scripts/toppipe build INVENTORY where .venv is set up (scripts/setup), or copy it there" >&2
+        echo "error: no client image $sif; build it (scripts/toppipe build INVENTORY), or copy it there" >&2
         return 2
     fi
     command -v unsquashfs >/dev/null || { echo "error: unpacking $sif needs unsquashfs; install squashfs-tools (Apptainer needs it too)" >&2; return 2; }
@@ -97,6 +107,7 @@ run_in_image() {
     local sif tree binds=("$repo") code=0 child signal
     command -v apptainer >/dev/null || { echo "error: toppipe runs from its client image here (no .venv for the current pins) and needs Apptainer; install it, or run scripts/setup (Python $(cd "$repo" && scripts/config-version python))" >&2; return 2; }
     sif=$(client_image) || return 2
+    client_image_built "$sif" || return 2
     tree=$(client_tree "$sif") || return 2
     [[ -n ${SSH_AUTH_SOCK:-} && -S $SSH_AUTH_SOCK ]] && binds+=("$(dirname "$SSH_AUTH_SOCK")")
     [[ -n ${XDG_RUNTIME_DIR:-} && -d $XDG_RUNTIME_DIR ]] && binds+=("$XDG_RUNTIME_DIR")
