@@ -130,12 +130,11 @@ class Connections:
 
     def batch(self, host: str, sections: dict[str, str], token: str) -> dict[str, Section]:
         """Run *sections* on *host* in one round trip; raises :class:`Unreachable`."""
-        script = batch_script(sections, token)
+        command = f"bash -c {shlex.quote(batch_script(sections, token))}"
+        if host not in self._masters:  # this machine: on its host, also from inside the client image
+            command = host_shell.shell(command)
         try:
-            if host not in self._masters:  # this machine: on its host, also from inside the client image
-                result = self._hosts[host].run(host_shell.shell(f"bash -c {shlex.quote(script)}"))
-            else:
-                result = self._hosts[host].run("bash -c %s", script)
+            result = self._hosts[host].run(command)
         except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
             failed = exc.args[0] if exc.args else None
             raise Unreachable(_why(getattr(failed, "stderr", ""), "ssh failed with no message")) from None

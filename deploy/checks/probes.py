@@ -25,10 +25,10 @@ USABLE_SLURM_STATES = frozenset({"idle", "mixed", "allocated"})
 UNAVAILABLE_SLURM_FLAGS = frozenset("*~%!")
 SLURM_SCRIPT = "sinfo -h -o '%T'"
 
-_VERSIONS_CODE = (
-    "import json, importlib.metadata as m; print(json.dumps({n: getattr(next(iter(m.distributions(name=n)), None), "
-    f"'version', None) for n in {list(PACKAGES)!r}}}))"
-)
+#: ``{name: version or None}`` of PACKAGES installed, as Python over ``m`` (importlib.metadata):
+#: text, for a host's Python to print (_VERSIONS_CODE), or for this process to evaluate.
+_VERSIONS_EXPR = f"{{n: getattr(next(iter(m.distributions(name=n)), None), 'version', None) for n in {list(PACKAGES)!r}}}"
+_VERSIONS_CODE = f"import json, importlib.metadata as m; print(json.dumps({_VERSIONS_EXPR}))"
 _PIN = re.compile(REQUIREMENT.pattern, re.MULTILINE)  # a pin file's name==version lines
 
 
@@ -81,8 +81,8 @@ def versions_script(python: str, ctx=None, image: str | None = None) -> str:
     container only to print them (a tenth of a second of every ``up``)."""
     if ctx is not None and image and ctx.in_containers:
         return ctx.exec_command(image, [python, "-c", _VERSIONS_CODE])
-    if python == host_shell.CLIENT_PYTHON and host_shell.relayed():  # _VERSIONS_CODE's dict
-        found = {name: getattr(next(iter(metadata.distributions(name=name)), None), "version", None) for name in PACKAGES}
+    if python == host_shell.CLIENT_PYTHON and host_shell.relayed():
+        found = eval(_VERSIONS_EXPR, {"m": metadata})  # our own constant, never input
         return f"printf '%s\\n' {shlex.quote(json.dumps(found))}"
     return f"{shlex.quote(python)} -c {shlex.quote(_VERSIONS_CODE)}"
 
