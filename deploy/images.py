@@ -18,33 +18,34 @@ exactly the images that contain it (worker.txt: compute, scheduler, client).
 
 How an image is built (:func:`build`)
 -------------------------------------
-*Not root* (a desktop; also from the client image, where the build runs on
-the host through the relay): ``scripts/toppipe.d/user-build``, in bash, which
-the entry script also runs for the client image where there is no Python. A
-Debian base is ``apptainer build --fakeroot`` (rootless, the documented way);
-an image on a base is the three steps below, each in a namespace that maps
-root to the user and other ids to the user's subordinate range (``unshare
---map-auto --map-root-user``), because apptainer's own ``--fakeroot`` build of
-a ``localimage`` fails as a user in unpacking the base. Both need a line for
-the user in ``/etc/subuid`` and ``/etc/subgid`` (``apptainer config fakeroot
---add USER``); without one user-build says so and what to ask the admin for.
+By ``scripts/toppipe.d/build-image`` (bash: the entry script runs it too, for the
+client image on a desktop with no Python; from the client image it runs on the
+host, through the relay), in three steps, all from the same definition file:
 
-*Root* (this machine, the lab, CI): ``--fakeroot`` refuses to run without a
-``root:`` line in ``/etc/subuid``, which we do not write into the machine's
-configuration; and a plain root build fails in ``%post`` because apptainer
-asks for every capability while this machine withholds CAP_SYS_RESOURCE
-(lab facts). What works, in three steps, all from the same definition file:
-
-1. the bootstrap only (the header of the definition, no sections) as real
-   root: debootstrap needs real device nodes (``mknod``), a namespace cannot
-   make them. An image with a base instead gets the base's root filesystem
-   unpacked by ``unsquashfs`` (apptainer's own unpacking runs in a container
-   that may not chown here);
+1. the root filesystem: an image with a base gets the base's, unpacked by
+   ``unsquashfs`` (apptainer's own unpacking runs in a container that may not
+   chown here, and fails for a user); ``base`` gets the bootstrap only (the
+   header of the definition, no sections) as real root: debootstrap needs real
+   device nodes (``mknod``), a namespace cannot make them;
 2. ``apptainer build --sandbox --update`` of the full definition over that
-   tree (``%files``, ``%post``, labels, environment), inside a user namespace
-   that maps every id to itself: root there has every capability of that
-   namespace, and the tree's owners (root, ``shadow``, ``staff``...) are kept;
-3. the tree packed into a SIF as real root (no ``%post``: no capability asked).
+   tree (``%files``, ``%post``, labels, environment), as root of a user
+   namespace: root there has every capability of that namespace, and the
+   tree's owners (root, ``shadow``, ``staff``...) are kept;
+3. the tree packed into a SIF (no ``%post``: no capability asked).
+
+*Root* (this machine, the lab, CI): the namespace of step 2 maps every id to
+itself. ``--fakeroot`` would refuse to run without a ``root:`` line in
+``/etc/subuid``, which we do not write into the machine's configuration; and a
+plain root build fails in ``%post`` because apptainer asks for every
+capability while this machine withholds CAP_SYS_RESOURCE (lab facts).
+
+*A user* (a desktop): every step runs in a namespace that maps root to the
+user and other ids to the user's subordinate range (``unshare --map-auto
+--map-root-user``), as ``--fakeroot`` maps them; ``base`` is one ``apptainer
+build --fakeroot`` (its fakeroot provides debootstrap's device nodes). Both
+need a line for the user in ``/etc/subuid`` and ``/etc/subgid`` (``apptainer
+config fakeroot --add USER``): without one, or without user namespaces,
+build-image says in one line what to ask the admin for.
 
 The building machine passes in what is its own, never written into the
 repository: the Debian mirror of its apt sources (``TOPPIPE_DEBIAN_MIRROR``
@@ -58,7 +59,7 @@ empty the building machine's ``/tmp`` (it did, once, while this was written).
 Step 2 also skips ``/sys`` (a user namespace that owns no network namespace
 may not mount sysfs; the network is needed for pip).
 
-Every SIF is packed with gzip at level 1 (:data:`SQUASHFS_ARGS`): measured on
+Every SIF is packed with gzip at level 1 (build-image's ``squashfs``): measured on
 the client image (1.2 GB unpacked, one core), mksquashfs's default level 9 took
 121 s for 330 MB and level 1 took 15 s for 375 MB. gzip, not zstd (6 s, 344 MB),
 because every Apptainer and SingularityCE a site may run reads gzip.
@@ -70,7 +71,6 @@ a failure raises :class:`deploy.DeployError` with the log's last lines.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import platform
@@ -78,8 +78,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +97,9 @@ class ImageSpec:
     versions: tuple[str, ...] = ()
 
 
-#: An image built by a user (scripts/toppipe.d/user-build explains how); the entry script
-#: runs it too, for the client image on a desktop without Python.
-USER_BUILD = REPO / "scripts" / "toppipe.d" / "user-build"
-#: mksquashfs's arguments for every SIF: fast gzip (see the module doc; user-build has them too).
-SQUASHFS_ARGS = ("--mksquashfs-args", "-comp gzip -Xcompression-level 1")
+#: What builds one image, as root or as a user (bash); the entry script runs it too, for the
+#: client image on a desktop without Python.
+BUILD_IMAGE = REPO / "scripts" / "toppipe.d" / "build-image"
 
 
 #: The table of images (one line each; bash reads it too, in scripts/toppipe.d/digest.sh).
@@ -231,20 +227,6 @@ def apptainer_command() -> str:
     return found
 
 
-def bootstrap_header(definition: str) -> str:
-    """The header of a definition (its ``Bootstrap:`` lines) plus its ``%arguments`` section."""
-    lines = definition.splitlines()
-    first = next((i for i, line in enumerate(lines) if line.startswith("%")), len(lines))
-    header, rest = lines[:first], lines[first:]
-    arguments, inside = [], False
-    for line in rest:
-        if line.startswith("%"):
-            inside = line.split()[0] == "%arguments"
-        if inside:
-            arguments.append(line)
-    return "\n".join(header + arguments) + "\n"
-
-
 class _Progress:
     """Every line to the log file; a summary of them to ``note``."""
 
@@ -270,16 +252,12 @@ class _Progress:
             self.note(f"  {line}")
 
 
-def _run(argv: list[str], progress: _Progress, *, userns: bool = False, env=None, cwd=REPO) -> int:
-    """Run *argv*, feeding its merged output to *progress*; in an identity-mapped user namespace if *userns*."""
-    if userns:
-        argv = ["unshare", "--user", "--mount", "--", "sh", "-c", 'read -r _ && exec "$@"', "sh", *argv]
+def _run(argv: list[str], progress: _Progress) -> int:
+    """Run *argv* in the repository, feeding its merged output to *progress*."""
     progress.log.write(f"$ {' '.join(argv)}\n")
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if userns else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace")  # fmt: skip
     try:
-        if userns:
-            _map_identity(proc)
         for line in proc.stdout:
             progress(line)
         return proc.wait()
@@ -287,40 +265,6 @@ def _run(argv: list[str], progress: _Progress, *, userns: bool = False, env=None
         proc.kill()
         proc.wait()
         raise
-
-
-def _map_identity(proc: subprocess.Popen) -> None:
-    """Map every uid and gid of *proc*'s new user namespace to itself, then let it go on."""
-    own, deadline = os.readlink("/proc/self/ns/user"), time.monotonic() + 10
-    while os.readlink(f"/proc/{proc.pid}/ns/user") == own:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise DeployError("could not start a user namespace for the image build (unshare --user)")
-        time.sleep(0.005)
-    for kind in ("uid_map", "gid_map"):
-        Path(f"/proc/{proc.pid}/{kind}").write_text("0 0 4294967295\n")
-    proc.stdin.write("\n")
-    proc.stdin.close()
-
-
-def _unpack_argv(app: str, sif: Path, tree: Path) -> list[str]:
-    """unsquashfs of the root filesystem partition of *sif* into *tree*."""
-    listing = subprocess.run([app, "sif", "list", str(sif)], capture_output=True, text=True).stdout
-    for line in listing.splitlines():
-        cells = [c.strip() for c in line.split("|")]
-        if len(cells) >= 5 and cells[4].startswith("FS"):
-            offset = cells[3].split("-")[0]
-            return ["unsquashfs", "-q", "-n", "-d", str(tree), "-o", offset, str(sif)]
-    raise DeployError(f"{sif}: no root filesystem partition in 'apptainer sif list'; rebuild it (delete the file)")
-
-
-def _drop_devices(tree: Path) -> None:
-    """Remove the device nodes debootstrap made in ``/dev``: a user namespace cannot copy them, and
-    apptainer mounts the host's ``/dev`` into every container anyway."""
-    for entry in (tree / "dev").iterdir() if (tree / "dev").is_dir() else ():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 def build_args(name: str, found_digest: str, base: Path | None) -> dict[str, str]:
@@ -334,62 +278,27 @@ def build_args(name: str, found_digest: str, base: Path | None) -> dict[str, str
 
 
 def build(name: str, note=lambda text: None) -> Artifact:
-    """Image *name* for the current inputs: the cached SIF, or a new one built now (see the module doc)."""
+    """Image *name* for the current inputs: the cached SIF, or a new one built now by
+    :data:`BUILD_IMAGE` (see the module doc)."""
     spec = _spec(name)
-    def_file = REPO / spec.definition
     target = planned(name)
     if target.path.is_file():
         return target
     base = build(spec.base, note) if spec.base else None
-    as_user = os.geteuid() != 0 or host_shell.relayed()  # (from the client image: on the host)
-    app = "apptainer" if as_user else apptainer_command()
+    if not host_shell.relayed():  # (from the client image, the host's Apptainer builds)
+        apptainer_command()
     if not CA_BUNDLE.is_file():
         raise DeployError(f"{CA_BUNDLE} is missing; the image build needs this machine's CA bundle for pip and apt")
-    # what the bootstrap step (1/3) needs comes first: the suite and mirror, or the base image
     values = build_args(name, target.digest, base.path if base else None)
-    args = [a for key, value in values.items() for a in ("--build-arg", f"{key}={value}")]
-    n_first = 2 * sum(1 for key in ("BASE", "SUITE", "MIRROR") if key in values)
-    definition = def_file  # its %files sources are relative to REPO, the build's working folder
+    command = [str(BUILD_IMAGE), str(target.path), spec.definition, str(base.path) if base else "-"]
+    command += [a for key, value in values.items() for a in ("--build-arg", f"{key}={value}")]
     log_path = target.path.with_suffix(".log")
     origin = f"from image {spec.base}" if base else f"Debian {debian_suite()} from {debian_mirror()}"
     note(f"building image {name} ({spec.definition}, {origin}); log: {log_path}")
-    work = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=images_dir()))
-    # %post must not see this machine's /tmp or home folder (apptainer binds both by default)
-    env = {**os.environ, "APPTAINER_TMPDIR": str(work), "SINGULARITY_TMPDIR": str(work),
-           "APPTAINER_CACHEDIR": str(images_dir() / "apptainer-cache"), "APPTAINER_NO_MOUNT": "tmp,home",
-           "SINGULARITY_NO_MOUNT": "tmp,home"}  # fmt: skip
-    sif = work / "image.sif"
-    try:
-        with open(log_path, "w") as log:
-            progress = _Progress(log, note)
-            if as_user:
-                command = [str(USER_BUILD), str(sif), str(definition), str(base.path) if base else "-", *args]
-                steps = [(f"build as {getpass.getuser()} ({USER_BUILD.name})", host_shell.argv(shlex.join(command)), False)]
-            else:
-                (work / "bootstrap.def").write_text(bootstrap_header(def_file.read_text()))
-                tree = work / "rootfs"
-                steps = [
-                    # debootstrap needs real root (mknod); a base image is unpacked by unsquashfs
-                    # as root (apptainer's own unpacking runs in a container, which lacks chown here)
-                    ("1/3 unpack image " + spec.base, _unpack_argv(app, base.path, tree), False) if base else
-                    ("1/3 bootstrap (debootstrap, as root)", [app, "build", "--sandbox", *args[:n_first], str(tree), str(work / "bootstrap.def")], False),
-                    ("2/3 %files and %post (user namespace)", [app, "build", "--sandbox", "--update", *args, str(tree), str(definition)], True),
-                    ("3/3 pack the SIF", [app, "build", *SQUASHFS_ARGS, str(sif), str(tree)], False),
-                ]  # fmt: skip
-            for title, argv, userns in steps:
-                note(f"  {title}")
-                if userns:
-                    _drop_devices(work / "rootfs")
-                    # the base's labels would stay: apptainer keeps a label that exists rather than replace it
-                    (work / "rootfs" / ".singularity.d" / "labels.json").unlink(missing_ok=True)
-                started = time.monotonic()
-                code = _run(argv, progress, userns=userns, env={**env, "APPTAINER_NO_MOUNT": "tmp,home,sys", "SINGULARITY_NO_MOUNT": "tmp,home,sys"} if userns else env)
-                if code == 0:
-                    note(f"  {title}: done in {time.monotonic() - started:.0f} s")
-                else:
-                    tail = "\n    ".join(progress.tail)
-                    raise DeployError(f"image {name}: {title} failed (exit {code}); full log {log_path}; last lines:\n    {tail}")
-        os.replace(sif, target.path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with open(log_path, "w") as log:
+        progress = _Progress(log, note)
+        code = _run(host_shell.argv(shlex.join(command)) if host_shell.relayed() else command, progress)
+    if code != 0:
+        tail = "\n    ".join(progress.tail)
+        raise DeployError(f"image {name}: the build failed (exit {code}); full log {log_path}; last lines:\n    {tail}")
     return target

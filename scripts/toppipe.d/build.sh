@@ -1,7 +1,7 @@
 # An image of containers/images.txt and the images it starts from, built as this user
 # where not cached, without Python: how the entry script gets the client image on its
 # first use. The twin of deploy.images.build's arguments (tests/unit/test_entry_script.py
-# keeps the two equal); the build itself is user-build, which deploy/images.py runs too.
+# keeps the two equal); the build itself is build-image, which deploy/images.py runs too.
 #   source scripts/toppipe.d/digest.sh scripts/toppipe.d/build.sh; build_image client
 #   (from the repository's root; prints the image's path; progress to stderr)
 
@@ -75,7 +75,7 @@ build_image() {
     mkdir -p "$images"
     log=$images/$name-$digest.log
     echo "toppipe: building image $name ($definition) as $(id -un), once; log: $log" >&2
-    if ! scripts/toppipe.d/user-build "$sif" "$definition" "$base_sif" "${args[@]}" >"$log"; then
+    if ! scripts/toppipe.d/build-image "$sif" "$definition" "$base_sif" "${args[@]}" >"$log"; then
         [[ -s $log ]] && { echo "  (its log $log ends:)" >&2; tail -n 15 "$log" | sed 's/^/    /' >&2; }
         return 2
     fi

@@ -62,8 +62,8 @@ client_image() {
 # an entry script's first use on a desktop, or the first after a change of its inputs.
 client_image_built() {
     [[ -f $1 ]] && return 0
-    "$repo/scripts/toppipe.d/user-build" --check "$1" || return 2
-    echo "toppipe: building the client image $(basename "$1") with Apptainer (about 10 minutes, once)" >&2
+    "$repo/scripts/toppipe.d/build-image" --check "$1" || return 2
+    echo "toppipe: building the client image $(basename "$1") with Apptainer (a few minutes, once)" >&2
     # shellcheck source=build.sh
     (cd "$repo" && source scripts/toppipe.d/digest.sh && source scripts/toppipe.d/build.sh && build_image client >/dev/null)
 }

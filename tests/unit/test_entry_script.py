@@ -90,20 +90,27 @@ def test_the_remembered_digest_follows_an_edit(checkout, tmp_path):
         ((), {}, "usage: scripts/toppipe"),
         (("status", "inventories/local"), {"TOPPIPE_ENV": "conda"}, "TOPPIPE_ENV=conda: not an environment"),
         (("status", "inventories/local"), {"TOPPIPE_ENV": "image"}, "needs Apptainer; install it, or run scripts/setup"),
-        (("status", "inventories/local"), {"TOPPIPE_ENV": "image", "with_apptainer": "yes"}, "as root, build from .venv"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(checkout, tmp_path, args, env, says):
-    if "as root" in says and os.geteuid() != 0:
-        pytest.skip("a user would build the missing image (tests/lab/test_entry_image.py)")
-    if env.pop("with_apptainer", None):  # an apptainer that must not be reached: the image is missing, root builds none
-        (tmp_path / "bin").mkdir()
-        (tmp_path / "bin" / "apptainer").write_text("#!/bin/sh\necho apptainer ran >&2\nexit 99\n")
-        (tmp_path / "bin" / "apptainer").chmod(0o755)
-        env["PATH"] = f"{tmp_path}/bin:" + no_python_path(tmp_path / "path", without=("apptainer",))
     found = entry(checkout, *args, tmp_path=tmp_path, **env)
     assert found.returncode == 2
     assert says in found.stderr and len(found.stderr.strip().splitlines()) == 1, found.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as a user, the build's checks come first (subordinate ids)")
+def test_a_failed_image_build_names_its_step_shows_its_log_and_leaves_nothing(checkout, tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "apptainer").write_text("#!/bin/sh\necho apptainer failed here >&2\nexit 99\n")
+    (tmp_path / "bin" / "apptainer").chmod(0o755)
+    path = f"{tmp_path}/bin:" + no_python_path(tmp_path / "path", without=("apptainer",))
+    found = entry(checkout, "status", "inventories/local", tmp_path=tmp_path, TOPPIPE_ENV="image", PATH=path)
+    assert found.returncode == 2
+    base = f"base-{bash_digest('base', checkout)}"
+    assert f"error: building image {base}: 1/3 bootstrap (debootstrap, as root) failed (exit 99)" in found.stderr
+    assert found.stderr.rstrip().endswith("apptainer failed here"), found.stderr  # the log's last lines
+    cached = tmp_path / "cache" / "toppipe" / "images"
+    assert sorted(p.name for p in cached.iterdir() if p.name != ".client-digest") == [f"{base}.log"]  # no image, no build folder
 
 
 def test_the_pinned_python_on_path_means_venv_and_is_found_without_running_a_python(checkout, tmp_path):
