@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,24 @@ def test_the_bash_build_args_are_deploys(name):
     assert found.returncode == 0, found.stderr
     wanted = images.build_args(name, "0123456789abcdef", base)
     assert found.stdout.splitlines() == [f"{key}={value}" for key, value in wanted.items()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="runs the check as another user (root's runuser)")
+def test_a_user_who_may_not_build_images_is_told_what_to_ask_for_in_one_line():
+    """``nobody`` has no subordinate id range: one line names it, with Apptainer's command for the admin."""
+    with tempfile.TemporaryDirectory() as folder:  # (one that nobody can enter, unlike pytest's)
+        os.chmod(folder, 0o755)
+        (Path(folder) / "apptainer").write_text("#!/bin/sh\nexit 99\n")  # found on PATH, never run by the check
+        (Path(folder) / "apptainer").chmod(0o755)
+        check = [str(REPO / "scripts" / "toppipe.d" / "build-image"), "--check", f"{folder}/client-0123456789abcdef.sif"]
+        without = no_python_path(Path(folder) / "path", without=("apptainer", "singularity"))
+        os.chmod(Path(folder) / "path", 0o755)
+        lines = {}
+        for path in (f"{folder}:{without}", without):
+            found = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"PATH={path}", *check], capture_output=True, text=True)
+            assert found.returncode == 2, found.stderr
+            (lines[path],) = found.stderr.strip().splitlines()
+    no_range, no_apptainer = lines.values()
+    assert no_range.startswith("error: building image client-0123456789abcdef: nobody has no subordinate id range")
+    assert "ask your admin to run 'apptainer config fakeroot --add nobody'" in no_range
+    assert "neither apptainer nor singularity is on PATH; install Apptainer" in no_apptainer
