@@ -92,7 +92,24 @@ client_tree() {
         return 2
     fi
     mv -T "$tmp" "$tree" 2>/dev/null || rm -rf "$tmp"  # another command unpacked it meanwhile
+    prune_client_trees "$tree"
     echo "$tree"
+}
+
+# The unpacked trees of other digests that no command runs from: 1.2 GB each, one more per
+# change of the client's inputs. A command holds its tree's lock (.in-use, shared) for its
+# whole life (run_in_image), so a tree whose lock can be taken alone is unused; it is moved
+# aside under that lock, so no command finds half a tree, then removed.
+prune_client_trees() {
+    local keep=$1 old
+    for old in "$(dirname "$keep")"/client-*.d; do
+        [[ $old == "$keep" || ! -d $old ]] && continue
+        flock -n -x "$old/.in-use" mv -T "$old" "$old.removed.$$" 2>/dev/null || continue
+    done
+    for old in "$(dirname "$keep")"/client-*.d.removed.*; do
+        [[ -d $old ]] && rm -rf "$old" 2>/dev/null
+    done
+    return 0
 }
 
 # Run the client image's Python with ARGS: the checkout on its import path, the folders
@@ -104,11 +121,17 @@ client_tree() {
 # the environment, where a service's marker is (the runtime finds a service's processes by
 # that marker); signals are passed on, and the exit code is the container's.
 run_in_image() {
-    local sif tree binds=("$repo") code=0 child signal
+    local sif tree binds=("$repo") code=0 child signal in_use
     command -v apptainer >/dev/null || { echo "error: toppipe runs from its client image here (no .venv for the current pins) and needs Apptainer; install it, or run scripts/setup (Python $(cd "$repo" && scripts/config-version python))" >&2; return 2; }
     sif=$(client_image) || return 2
     client_image_built "$sif" || return 2
     tree=$(client_tree "$sif") || return 2
+    # this tree is in use while this process lives (prune_client_trees); the services the
+    # relay starts inherit the lock too, and they run from this same tree
+    if ! { exec {in_use}>>"$tree/.in-use" && flock -s "$in_use" && [[ -d $tree/opt ]]; } 2>/dev/null; then
+        echo "error: $tree was removed while this command started; run it again" >&2
+        return 2
+    fi
     [[ -n ${SSH_AUTH_SOCK:-} && -S $SSH_AUTH_SOCK ]] && binds+=("$(dirname "$SSH_AUTH_SOCK")")
     [[ -n ${XDG_RUNTIME_DIR:-} && -d $XDG_RUNTIME_DIR ]] && binds+=("$XDG_RUNTIME_DIR")
     # shellcheck source=relay.sh

@@ -193,3 +193,20 @@ def test_a_user_who_may_not_build_images_is_told_what_to_ask_for_in_one_line():
     assert no_range.startswith("error: building image client-0123456789abcdef: nobody has no subordinate id range")
     assert "ask your admin to run 'apptainer config fakeroot --add nobody'" in no_range
     assert "neither apptainer nor singularity is on PATH; install Apptainer" in no_apptainer
+
+
+def test_unpacked_trees_of_other_digests_are_removed_unless_a_command_runs_from_them(tmp_path):
+    """prune_client_trees (after a new tree is unpacked): a tree whose lock a running command
+    holds (run_in_image holds it, shared, for its whole life) stays; unused ones go."""
+    for name in ("client-aaaa.d", "client-bbbb.d", "client-new.d", "client-cccc.d.removed.7"):
+        (tmp_path / name / "opt").mkdir(parents=True)
+    holder = subprocess.Popen(["flock", "-s", str(tmp_path / "client-bbbb.d" / ".in-use"), "sh", "-c", "echo held; exec sleep 600"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"  # the lock is held from here
+        script = f"source scripts/toppipe.d/env.sh && prune_client_trees {tmp_path}/client-new.d"
+        subprocess.run(["bash", "-c", script], cwd=REPO, check=True)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["client-bbbb.d", "client-new.d"]
+    finally:
+        holder.kill()
+        holder.wait()
