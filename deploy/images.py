@@ -297,7 +297,7 @@ def build(name: str, note=lambda text: None) -> Artifact:
     note(f"building image {name} ({spec.definition}, {origin}); log: {log_path}")
     with open(log_path, "w") as log:
         progress = _Progress(log, note)
-        code = _run(host_shell.argv(shlex.join(command)) if host_shell.relayed() else command, progress)
+        code = _run(host_shell.argv(shlex.join(command)), progress)  # (from the client image: on the host)
     if code != 0:
         tail = "\n    ".join(progress.tail)
         raise DeployError(f"image {name}: the build failed (exit {code}); full log {log_path}; last lines:\n    {tail}")

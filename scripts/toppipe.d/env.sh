@@ -75,11 +75,7 @@ client_image_built() {
 # from .venv, where the SIF's squashfs took twice as long).
 client_tree() {
     local sif=$1 tree=${1%.sif}.d offset tmp
-    [[ -d $tree ]] && { echo "$tree"; return 0; }
-    if [[ ! -f $sif ]]; then
-        echo "error: no client image $sif; build it (scripts/toppipe build INVENTORY), or copy it there" >&2
-        return 2
-    fi
+    [[ -d $tree ]] && { echo "$tree"; return 0; }  # (the SIF is there: client_image_built)
     command -v unsquashfs >/dev/null || { echo "error: unpacking $sif needs unsquashfs; install squashfs-tools (Apptainer needs it too)" >&2; return 2; }
     offset=$(apptainer sif list "$sif" | awk -F'|' '$5 ~ /FS/ { split($4, range, "-"); print range[1] + 0; exit }')
     [[ -n $offset ]] || { echo "error: $sif has no root filesystem partition; delete it and build it again" >&2; return 2; }
